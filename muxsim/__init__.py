@@ -1,0 +1,8 @@
+"""muxsim: a discrete-event simulator of multi-LLM serving on shared GPUs.
+
+It models MuxServe (Duan et al., ICML 2024) -- popularity-aware placement and adaptive batch
+scheduling with prefill and decode jobs on their own SM shares -- and its baselines (spatial
+partitioning, temporal multiplexing), driven by latency curves fitted to real A100 measurements.
+"""
+
+__version__ = "0.1.0"

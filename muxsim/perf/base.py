@@ -1,0 +1,38 @@
+"""Latency-model interface shared by the fitted and roofline models.
+
+A :class:`LatencyCurve` answers, for one model on one mesh (``n_gpus`` GPUs of one kind, tensor
+parallel over all of them), how long one prefill job or one decode iteration takes at a given SM
+share. Calls are on the simulator's hot path: implementations use plain float arithmetic.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class LatencyCurve(ABC):
+    """Latency of one model on one mesh.
+
+    Attributes:
+        model: catalog model name, e.g. ``"llama-7b"``.
+        n_gpus: GPUs in the mesh (tensor-parallel degree).
+        gpu: catalog GPU name, e.g. ``"a100-80gb"``.
+        source: ``"fitted"`` (calibrated from measurements) or ``"roofline"`` (analytic fallback).
+    """
+
+    model: str
+    n_gpus: int
+    gpu: str
+    source: str
+
+    @abstractmethod
+    def prefill_s(self, n_tokens: int, n_seqs: int, sm_pct: float) -> float:
+        """Seconds for one prefill job over ``n_seqs`` prompts holding ``n_tokens`` tokens in all.
+
+        ``sm_pct`` is the SM share in percent (1..100) of every GPU of the mesh.
+        """
+
+    @abstractmethod
+    def decode_s(self, batch: int, ctx_tokens: int, sm_pct: float) -> float:
+        """Seconds for one decode iteration of ``batch`` requests whose KV caches hold
+        ``ctx_tokens`` tokens in all, at SM share ``sm_pct`` percent."""
