@@ -1,0 +1,328 @@
+"""Experiment configuration: the YAML schema, validated by pydantic.
+
+An experiment is a cluster, a list of LLMs, a workload (popularity law or explicit rates, arrival
+process, lengths, duration), a list of strategies, SLO scales, scheduler knobs and optionally an
+explicit placement. List-valued ``alpha`` and ``max_rate`` make a sweep: one cell per combination,
+each run under every strategy.
+
+Unknown keys are rejected everywhere (``extra="forbid"``), so a typo names its field.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from muxsim.catalog import GPUS, MODELS, get_gpu, get_model
+
+__all__ = [
+    "ConfigError",
+    "ClusterConfig",
+    "LLMGroup",
+    "PopularityConfig",
+    "LengthsConfig",
+    "WorkloadConfig",
+    "SLOConfig",
+    "SchedulerConfig",
+    "MeshConfig",
+    "ExperimentConfig",
+    "Cell",
+    "load_config",
+    "STRATEGIES",
+]
+
+#: Strategies a config may name.
+STRATEGIES = ("muxserve", "spatial", "temporal")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message that names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterConfig(_Strict):
+    """Nodes x GPUs per node of one GPU kind (a catalog name, e.g. ``a100-80gb``)."""
+
+    nodes: int = Field(ge=1, le=64)
+    gpus_per_node: int = Field(ge=1, le=16)
+    gpu: str = "a100-80gb"
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, v: str) -> str:
+        get_gpu(v)
+        return v.strip().lower()
+
+    @property
+    def n_gpus(self) -> int:
+        """GPUs in the cluster."""
+        return self.nodes * self.gpus_per_node
+
+
+class LLMGroup(_Strict):
+    """``count`` served LLMs of one architecture, listed in popularity order.
+
+    ``rate`` (req/s) fixes the rate of every LLM of the group; otherwise the workload's
+    popularity law sets it.
+    """
+
+    model: str
+    count: int = Field(default=1, ge=1)
+    rate: float | None = Field(default=None, gt=0)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        get_model(v)
+        return v.strip().lower()
+
+
+class PopularityConfig(_Strict):
+    """Power law rate_i = max_rate x (i+1)^-alpha over the LLMs in listed order.
+
+    ``alpha`` and ``max_rate`` may be lists: the experiment sweeps their product.
+    """
+
+    alpha: float | list[float]
+    max_rate: float | list[float]
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v):
+        vals = v if isinstance(v, list) else [v]
+        if not vals:
+            raise ValueError("alpha list is empty")
+        for a in vals:
+            if a < 0:
+                raise ValueError(f"alpha must be >= 0, got {a}")
+        return v
+
+    @field_validator("max_rate")
+    @classmethod
+    def _max_rate(cls, v):
+        vals = v if isinstance(v, list) else [v]
+        if not vals:
+            raise ValueError("max_rate list is empty")
+        for r in vals:
+            if r <= 0:
+                raise ValueError(f"max_rate must be > 0 req/s, got {r}")
+        return v
+
+    def alphas(self) -> list[float]:
+        """Alpha values of the sweep."""
+        return list(self.alpha) if isinstance(self.alpha, list) else [self.alpha]
+
+    def max_rates(self) -> list[float]:
+        """max_rate values of the sweep (req/s)."""
+        return list(self.max_rate) if isinstance(self.max_rate, list) else [self.max_rate]
+
+
+class LengthsConfig(_Strict):
+    """Prompt/output lengths: ``sharegpt`` (the shipped empirical distribution) or fixed."""
+
+    kind: Literal["sharegpt", "fixed"] = "sharegpt"
+    prompt: int | None = Field(default=None, ge=1, le=32768)
+    output: int | None = Field(default=None, ge=1, le=32768)
+
+    @model_validator(mode="after")
+    def _fixed_needs_values(self):
+        if self.kind == "fixed" and (self.prompt is None or self.output is None):
+            raise ValueError("lengths.kind 'fixed' needs both 'prompt' and 'output' (tokens)")
+        return self
+
+
+class WorkloadConfig(_Strict):
+    """Arrivals and lengths.
+
+    Either ``popularity`` (power law) or per-group ``rate`` in ``llms`` sets the rates.
+    ``arrival``: ``poisson`` or ``gamma`` (with coefficient of variation ``cv``).
+    ``max_requests_per_llm`` caps each LLM's request count. ``drain_limit_s`` bounds simulated
+    time after the last arrival; requests unfinished then are reported with that reason.
+    """
+
+    duration_s: float = Field(gt=0)
+    arrival: Literal["poisson", "gamma"] = "poisson"
+    cv: float = Field(default=1.0, gt=0)
+    lengths: LengthsConfig = LengthsConfig()
+    popularity: PopularityConfig | None = None
+    max_requests_per_llm: int | None = Field(default=None, ge=1)
+    drain_limit_s: float | None = Field(default=None, gt=0)
+
+
+class SLOConfig(_Strict):
+    """SLO scales (SLO = scale x the request's latency served alone) and the goodput scale."""
+
+    scales: list[float] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 100])
+    goodput_scale: float = Field(default=8.0, gt=0)
+
+    @field_validator("scales")
+    @classmethod
+    def _positive(cls, v):
+        if not v or any(s <= 0 for s in v):
+            raise ValueError("scales must be a non-empty list of numbers > 0")
+        return sorted(set(v))
+
+
+class SchedulerConfig(_Strict):
+    """Scheduler knobs; defaults are MuxServe's reference constants (../shared/docs/muxserve.md).
+
+    Memory figures are GiB per GPU.
+    """
+
+    sm_units: int = Field(default=10, ge=1)
+    sm_overload_units: int = Field(default=2, ge=0)
+    max_prefill_tokens: int = Field(default=2048, ge=1)
+    max_num_seqs: int = Field(default=256, ge=1)
+    adapt_interval_s: float = Field(default=8.0, gt=0)
+    adapt_window_jobs: int = Field(default=500, ge=1)
+    activation_reserve_gib: float = Field(default=6.0, ge=0)
+    context_reserve_gib: float = Field(default=0.8, ge=0)
+    quota_seq_tokens: int | None = Field(default=None, ge=1)
+
+
+class MeshConfig(_Strict):
+    """An explicit mesh: its node, GPU count, LLM names and their [prefill %, decode %] shares."""
+
+    node: int = Field(ge=0)
+    gpus: int = Field(ge=1)
+    llms: list[str] = Field(min_length=1)
+    sm: dict[str, tuple[int, int]] | None = None
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment (see module docstring)."""
+
+    name: str = "experiment"
+    seed: int = 0
+    cluster: ClusterConfig
+    llms: list[LLMGroup] = Field(min_length=1)
+    workload: WorkloadConfig
+    strategies: list[Literal["muxserve", "spatial", "temporal"]] = Field(
+        default_factory=lambda: list(STRATEGIES), min_length=1
+    )
+    slo: SLOConfig = SLOConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    placement: list[MeshConfig] | None = None
+
+    @model_validator(mode="after")
+    def _rates_defined(self):
+        fixed = [g.rate is not None for g in self.llms]
+        if self.workload.popularity is None and not all(fixed):
+            raise ValueError(
+                "workload.popularity is missing and some llms have no 'rate': give every LLM "
+                "group a rate (req/s) or set workload.popularity {alpha, max_rate}"
+            )
+        if self.placement is not None:
+            names = set(self.llm_names())
+            seen: set[str] = set()
+            for m in self.placement:
+                for n in m.llms:
+                    if n not in names:
+                        raise ValueError(f"placement names unknown LLM {n!r}; known: {sorted(names)}")
+                    if n in seen:
+                        raise ValueError(f"placement puts LLM {n!r} on more than one mesh")
+                    seen.add(n)
+                if m.node >= self.cluster.nodes:
+                    raise ValueError(f"placement mesh on node {m.node}, cluster has {self.cluster.nodes}")
+            missing = names - seen
+            if missing:
+                raise ValueError(f"placement leaves LLMs unplaced: {sorted(missing)}")
+        return self
+
+    def llm_names(self) -> list[str]:
+        """Names ``llm-0``, ``llm-1``, ... in popularity (listed) order."""
+        return [f"llm-{i}" for i in range(sum(g.count for g in self.llms))]
+
+    def llm_models(self) -> list[str]:
+        """Catalog model of each LLM, in listed order."""
+        return [g.model for g in self.llms for _ in range(g.count)]
+
+    def cells(self) -> list["Cell"]:
+        """The sweep: one cell per (alpha, max_rate) combination, each with per-LLM rates."""
+        from muxsim.workload import popularity_rates
+
+        n = sum(g.count for g in self.llms)
+        fixed = [g.rate for g in self.llms for _ in range(g.count)]
+        pop = self.workload.popularity
+        if pop is None:
+            return [Cell(label="fixed rates", params={}, rates=[float(r) for r in fixed])]
+        cells = []
+        for alpha, max_rate in itertools.product(pop.alphas(), pop.max_rates()):
+            law = popularity_rates(n, alpha, max_rate)
+            rates = [float(r if r is not None else law[i]) for i, r in enumerate(fixed)]
+            params = {}
+            label = []
+            if len(pop.alphas()) > 1 or len(pop.max_rates()) == 1:
+                params["alpha"] = float(alpha)
+                label.append(f"alpha={alpha:g}")
+            if len(pop.max_rates()) > 1:
+                params["max_rate"] = float(max_rate)
+                label.append(f"max_rate={max_rate:g}")
+            cells.append(Cell(label=",".join(label), params=params, rates=rates))
+        return cells
+
+
+class Cell(BaseModel):
+    """One point of the sweep: a label, its sweep parameters and per-LLM rates (req/s)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    params: dict[str, float]
+    rates: list[float]
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif e["type"] == "missing":
+        msg = "required field is missing"
+    msg = msg.removeprefix("Value error, ")
+    return f"{loc}: {msg}"
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Read and validate an experiment YAML file.
+
+    Args:
+        path: YAML file.
+        overrides: top-level keys replacing the file's (e.g. ``{"seed": 3}``).
+
+    Raises:
+        ConfigError: missing file, malformed YAML, or a schema violation; the one-line message
+            names the file and the offending field.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of experiment keys at the top level")
+    if overrides:
+        raw = {**raw, **overrides}
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{p}: {_format_validation_error(e)}") from None
+    except ValueError as e:  # catalog lookups raised outside pydantic's wrapping
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def allowed_names() -> str:
+    """Catalog names, for error messages."""
+    return f"models: {', '.join(MODELS)}; GPUs: {', '.join(GPUS)}"

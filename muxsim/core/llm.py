@@ -1,0 +1,252 @@
+"""Per-request and per-LLM runtime state shared by every scheduler.
+
+The running batch of an LLM keeps counters instead of touching every request per decode
+iteration, so one iteration costs O(1) Python work plus O(log n) per request that joins, finishes
+or is preempted:
+
+- ``iter``: decode iterations completed; a request that joined at ``join_iter`` with ``kv_join``
+  tokens in its KV cache holds ``kv_join + iter - join_iter`` tokens now.
+- ``ctx``: summed KV tokens of the running batch.
+- ``buckets[r]``: running requests that need a new 32-token block step at every iteration I with
+  I % 32 == r (a request needs one when the token it writes starts a new block).
+- a heap of (finish iteration, request) with lazy deletion for preempted requests.
+
+Token accounting (vLLM-style recompute): a prefill over L = prompt + generated tokens fills L
+KV slots and emits one token; each decode iteration writes the KV of the latest token and emits
+one more. A request is done when it has emitted ``output`` tokens. A preempted request keeps the
+tokens it emitted and is prefilled again over prompt + emitted tokens.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+
+from muxsim.catalog import KV_BLOCK_TOKENS, ModelSpec
+
+__all__ = ["Request", "LLMRuntime"]
+
+_MASK = KV_BLOCK_TOKENS - 1  # 32 is a power of two: modulo by masking
+_SHIFT = KV_BLOCK_TOKENS.bit_length() - 1
+
+
+class Request:
+    """One request and its timeline (times in simulated or wall-clock seconds).
+
+    Attributes:
+        idx: position in the workload (row index).
+        llm: index of its LLM in the run's LLM list.
+        arrival: arrival time (s).
+        prompt, output: prompt tokens and output tokens to generate.
+        done: tokens emitted so far.
+        prefill_start, first_token, finish: times (s) of the first prefill start, the first
+            token and the last token; None until reached.
+        preemptions: times it was preempted and recomputed.
+    """
+
+    __slots__ = (
+        "idx", "llm", "arrival", "prompt", "output", "done", "prefill_start", "first_token",
+        "finish", "preemptions", "kv_join", "join_iter", "bucket", "epoch",
+    )
+
+    def __init__(self, idx: int, llm: int, arrival: float, prompt: int, output: int):
+        self.idx = idx
+        self.llm = llm
+        self.arrival = arrival
+        self.prompt = prompt
+        self.output = output
+        self.done = 0
+        self.prefill_start = None
+        self.first_token = None
+        self.finish = None
+        self.preemptions = 0
+        self.kv_join = 0
+        self.join_iter = 0
+        self.bucket = 0
+        self.epoch = 0
+
+    def total_steps(self) -> int:
+        """32-token block steps of its whole sequence (prompt + output)."""
+        return -(-(self.prompt + self.output) // KV_BLOCK_TOKENS)
+
+
+class LLMRuntime:
+    """One served LLM on one mesh: its queue, running batch and counters.
+
+    Args:
+        index: index in the run's LLM list (also the KV pool's per-LLM slot on its mesh is
+            ``slot``).
+        name: e.g. ``"llm-3"``.
+        model: catalog architecture.
+        tp: tensor-parallel degree (GPUs of its mesh).
+        prefill_pct, decode_pct: SM shares (%) of its prefill and decode jobs.
+        rate: expected arrival rate (req/s), used for KV quotas.
+        slot: its index among the LLMs of its mesh.
+    """
+
+    def __init__(self, index: int, name: str, model: ModelSpec, tp: int, prefill_pct: float,
+                 decode_pct: float, rate: float, slot: int = 0):
+        self.index = index
+        self.name = name
+        self.model = model
+        self.tp = tp
+        self.prefill_pct = prefill_pct
+        self.decode_pct = decode_pct
+        self.rate = rate
+        self.slot = slot
+        self.bps = model.blocks_per_step(tp)
+        self.waiting: deque[Request] = deque()
+        self.running: dict[int, Request] = {}
+        self.pending: list[Request] = []
+        self.n_active = 0  # admitted: prefilling, pending or running
+        self.iter = 0
+        self.ctx = 0
+        self.buckets = [0] * KV_BLOCK_TOKENS
+        self._heap: list = []
+        self.prefill_busy = False
+        self.decode_busy = False
+        self.quota_seqs = 1 << 30  # max admitted sequences (ADBS sets it)
+        self.quota_blocks = 0
+        self.curve = None  # a driver's latency handle; the policy never reads it
+        self.n_preempted = 0
+
+    # ---- queue ---------------------------------------------------------------------------
+    def oldest_arrival(self) -> float:
+        """Arrival time (s) of its oldest waiting or running request; inf when it has none."""
+        t = self.waiting[0].arrival if self.waiting else float("inf")
+        for r in self.running.values():  # insertion order: the first is the oldest joined
+            if r.arrival < t:
+                t = r.arrival
+            break
+        for r in self.pending:
+            if r.arrival < t:
+                t = r.arrival
+            break
+        return t
+
+    def has_decode_work(self) -> bool:
+        """Whether a decode iteration would have requests to run."""
+        return bool(self.running) or bool(self.pending)
+
+    # ---- prefill ---------------------------------------------------------------------------
+    def admit(self, pool, max_tokens: int, max_seqs: int, now: float) -> list[Request]:
+        """Take waiting requests FIFO into a prefill batch and allocate their KV blocks.
+
+        Stops at the first request that would push the batch over ``max_tokens`` prompt tokens
+        (a lone request longer than that still runs alone), over ``max_seqs`` admitted
+        sequences, or past the free blocks of ``pool``.
+
+        Returns:
+            The batch (possibly empty).
+        """
+        batch: list[Request] = []
+        tokens = 0
+        waiting = self.waiting
+        while waiting and self.n_active < max_seqs:
+            r = waiting[0]
+            length = r.prompt + r.done
+            if batch and tokens + length > max_tokens:
+                break
+            if not pool.allocate(self.slot, ((length + _MASK) >> _SHIFT) * self.bps):
+                break
+            waiting.popleft()
+            tokens += length
+            batch.append(r)
+            self.n_active += 1
+            if r.prefill_start is None:
+                r.prefill_start = now
+        return batch
+
+    def complete_prefill(self, batch: list[Request], pool, now: float) -> list[Request]:
+        """Account for a finished prefill: each request emits a token; finished ones free blocks.
+
+        Returns:
+            Requests that are now complete (their ``finish`` is set to ``now``).
+        """
+        done = []
+        for r in batch:
+            r.done += 1
+            if r.first_token is None:
+                r.first_token = now
+            if r.done >= r.output:
+                r.finish = now
+                self.n_active -= 1
+                length = r.prompt + r.done - 1
+                pool.release(self.slot, ((length + _MASK) >> _SHIFT) * self.bps)
+                done.append(r)
+            else:
+                self.pending.append(r)
+        return done
+
+    # ---- decode ----------------------------------------------------------------------------
+    def _merge_pending(self) -> None:
+        it = self.iter
+        for r in self.pending:
+            kv = r.prompt + r.done - 1
+            r.kv_join = kv
+            r.join_iter = it
+            b = (it + 1 - kv) & _MASK
+            r.bucket = b
+            self.buckets[b] += 1
+            self.ctx += kv
+            self.running[r.idx] = r
+            heapq.heappush(self._heap, (it + r.output - r.done, r.idx, r.epoch, r))
+        self.pending.clear()
+
+    def _release_running(self, r: Request, pool) -> int:
+        """Remove ``r`` from the running batch, free its blocks; returns its KV tokens."""
+        kv = r.kv_join + self.iter - r.join_iter
+        del self.running[r.idx]
+        self.buckets[r.bucket] -= 1
+        self.ctx -= kv
+        self.n_active -= 1
+        pool.release(self.slot, ((kv + _MASK) >> _SHIFT) * self.bps)
+        r.epoch += 1
+        return kv
+
+    def start_decode(self, pool) -> int:
+        """Prepare one decode iteration: merge newly prefilled requests and take the blocks it
+        needs, preempting the most recently joined requests while the pool is short.
+
+        Returns:
+            The batch size (0 when nothing is left to decode).
+        """
+        if self.pending:
+            self._merge_pending()
+        need_bucket = (self.iter + 1) & _MASK
+        while self.running:
+            if pool.allocate(self.slot, self.buckets[need_bucket] * self.bps):
+                break
+            r = self.running[next(reversed(self.running))]  # the most recently joined
+            self._release_running(r, pool)
+            r.done = r.done + self.iter - r.join_iter
+            r.preemptions += 1
+            self.n_preempted += 1
+            self.waiting.appendleft(r)
+        return len(self.running)
+
+    def complete_decode(self, pool, now: float) -> list[Request]:
+        """Account for a finished decode iteration.
+
+        Returns:
+            Requests that emitted their last token in it (``finish`` set to ``now``).
+        """
+        n = len(self.running)
+        self.iter += 1
+        self.ctx += n
+        it = self.iter
+        heap = self._heap
+        done = []
+        while heap and heap[0][0] <= it:
+            _, _, epoch, r = heapq.heappop(heap)
+            if epoch != r.epoch:
+                continue  # preempted since it was pushed
+            r.done = r.output
+            r.finish = now
+            self._release_running(r, pool)
+            done.append(r)
+        return done
+
+    def blocks_per_seq(self, seq_tokens: int) -> int:
+        """Blocks one sequence of ``seq_tokens`` tokens holds at this LLM's tensor parallelism."""
+        return -(-seq_tokens // KV_BLOCK_TOKENS) * self.bps

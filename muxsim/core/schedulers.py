@@ -1,0 +1,306 @@
+"""Engine-agnostic per-mesh schedulers.
+
+A scheduler owns one mesh's LLM runtimes, KV block pool and SM units. A driver (simulated or
+live) calls :meth:`MeshScheduler.add` when a request arrives, :meth:`MeshScheduler.schedule` to
+learn which jobs start now, and :meth:`MeshScheduler.complete` when a job ends. Schedulers never
+sleep and never read a clock: ``now`` is always passed in.
+
+- :class:`ADBSScheduler`: MuxServe's adaptive batch scheduling (prefill priority, round robin,
+  KV quotas adapted periodically, concurrent prefill and decode jobs on SM shares);
+  ``adaptive=False`` gives the reference's ``roundrobin`` variant.
+- :class:`FCFSScheduler`: one job at a time at 100 % SMs; across LLMs the one holding the oldest
+  request goes first, within an LLM vLLM-style continuous batching (prefill first). On a mesh
+  with one LLM this is vLLM's scheduler (the spatial baseline); on a shared mesh it is temporal
+  multiplexing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+
+from muxsim.core.llm import LLMRuntime, Request
+from muxsim.core.resources import KVBlockPool, SMUnits, units_for_share
+
+__all__ = ["PREFILL", "DECODE", "Job", "MeshScheduler", "ADBSScheduler", "FCFSScheduler"]
+
+PREFILL = 0
+DECODE = 1
+
+
+class Job:
+    """One prefill batch or one decode iteration of one LLM.
+
+    Attributes:
+        kind: ``PREFILL`` or ``DECODE``.
+        llm: the LLM runtime it belongs to.
+        sm_pct: SM share (%) it runs at.
+        units: SM units it holds.
+        n_tokens: prefill: prompt tokens processed; decode: KV tokens read (context incl. the
+            token being written).
+        n_seqs: prefill: prompts in the batch; decode: batch size.
+        reqs: the prefill batch (None for decode).
+    """
+
+    __slots__ = ("kind", "llm", "sm_pct", "units", "n_tokens", "n_seqs", "reqs")
+
+    def __init__(self, kind, llm, sm_pct, units, n_tokens, n_seqs, reqs=None):
+        self.kind = kind
+        self.llm = llm
+        self.sm_pct = sm_pct
+        self.units = units
+        self.n_tokens = n_tokens
+        self.n_seqs = n_seqs
+        self.reqs = reqs
+
+
+class MeshScheduler(ABC):
+    """Base class: request admission, job completion and the resources of one mesh.
+
+    Args:
+        llms: runtimes of the LLMs placed on the mesh (their ``slot`` is their position).
+        kv_blocks: head-wise KV blocks per GPU in the mesh's pool.
+        sm_units, sm_overload_units: SM units of the mesh and the overload allowance.
+        max_prefill_tokens: prompt-token budget of one prefill batch (MuxServe/vLLM: 2048).
+        max_num_seqs: cap on admitted sequences per LLM (vLLM default 256).
+    """
+
+    def __init__(self, llms: list[LLMRuntime], kv_blocks: int, sm_units: int = 10,
+                 sm_overload_units: int = 2, max_prefill_tokens: int = 2048,
+                 max_num_seqs: int = 256):
+        if not llms:
+            raise ValueError("a mesh needs at least one LLM")
+        self.llms = llms
+        for slot, llm in enumerate(llms):
+            llm.slot = slot
+        self.pool = KVBlockPool(kv_blocks, len(llms))
+        self.sm = SMUnits(sm_units, sm_overload_units)
+        self.max_prefill_tokens = max_prefill_tokens
+        self.max_num_seqs = max_num_seqs
+        self._by_index = {llm.index: llm for llm in llms}
+
+    def add(self, req: Request) -> bool:
+        """Queue an arriving request.
+
+        Returns:
+            False when the request can never run here (its full sequence needs more KV blocks
+            than the pool holds); it is then not queued.
+        """
+        llm = self._by_index[req.llm]
+        if req.total_steps() * llm.bps > self.pool.total:
+            return False
+        llm.waiting.append(req)
+        return True
+
+    @abstractmethod
+    def schedule(self, now: float) -> list[Job]:
+        """Jobs to start at time ``now`` (s); their resources are held until :meth:`complete`."""
+
+    def complete(self, job: Job, now: float) -> list[Request]:
+        """Release ``job``'s resources and advance its requests.
+
+        Returns:
+            Requests that finished with this job.
+        """
+        self.sm.release(job.units)
+        llm = job.llm
+        if job.kind == PREFILL:
+            llm.prefill_busy = False
+            return llm.complete_prefill(job.reqs, self.pool, now)
+        llm.decode_busy = False
+        self._on_decode_done(llm, job.n_seqs)
+        return llm.complete_decode(self.pool, now)
+
+    def _on_decode_done(self, llm: LLMRuntime, batch: int) -> None:
+        """Hook for per-LLM decode statistics."""
+
+    def _prefill_job(self, llm: LLMRuntime, batch: list[Request], pct: float, units: int) -> Job:
+        llm.prefill_busy = True
+        tokens = 0
+        for r in batch:
+            tokens += r.prompt + r.done
+        return Job(PREFILL, llm, pct, units, tokens, len(batch), batch)
+
+    def _decode_job(self, llm: LLMRuntime, n: int, pct: float, units: int) -> Job:
+        llm.decode_busy = True
+        return Job(DECODE, llm, pct, units, llm.ctx + n, n)
+
+
+class ADBSScheduler(MeshScheduler):
+    """MuxServe's adaptive batch scheduling on one mesh (../shared/docs/muxserve.md §5).
+
+    Each LLM's prefill and decode jobs run at its own SM shares (``prefill_pct``,
+    ``decode_pct``) and may overlap other jobs while SM units last. KV quotas: each LLM gets
+    blocks in proportion to rate x blocks-per-step; its admitted sequences are capped at
+    quota / blocks-per-sequence (a sequence assumed to hold ``seq_tokens`` tokens). With
+    ``adaptive`` the quotas are rebalanced every ``adapt_interval_s`` from decode utilisation.
+
+    Args (besides :class:`MeshScheduler`'s):
+        seq_tokens: tokens a sequence is assumed to hold for quotas (reference: 416, or the
+            workload's mean prompt + output).
+        adaptive: rebalance quotas (ADBS) or keep them fixed (the reference's round robin).
+        adapt_interval_s: seconds between rebalances (reference: 8).
+        adapt_window_jobs: decode jobs whose batch sizes define utilisation (reference: 500).
+    """
+
+    def __init__(self, llms, kv_blocks, seq_tokens: int, adaptive: bool = True,
+                 adapt_interval_s: float = 8.0, adapt_window_jobs: int = 500, **kw):
+        super().__init__(llms, kv_blocks, **kw)
+        self.adaptive = adaptive
+        self.adapt_interval_s = adapt_interval_s
+        self.seq_tokens = seq_tokens
+        self._next_adapt = adapt_interval_s
+        self._last_prefill = -1
+        self._last_decode = -1
+        self._window = [deque(maxlen=adapt_window_jobs) for _ in llms]
+        self._window_sum = [0] * len(llms)
+        self._pf_units = [units_for_share(l.prefill_pct) for l in llms]
+        self._dec_units = [units_for_share(l.decode_pct) for l in llms]
+        self.n_adaptations = 0
+        weights = [max(l.rate, 1e-9) * l.bps for l in llms]
+        total_w = sum(weights)
+        for l, w in zip(llms, weights):
+            l.quota_blocks = int(self.pool.total * w / total_w)
+            self._set_quota_seqs(l)
+
+    def _seq_blocks(self, llm: LLMRuntime) -> int:
+        return llm.blocks_per_seq(self.seq_tokens)
+
+    def _set_quota_seqs(self, llm: LLMRuntime) -> None:
+        llm.quota_seqs = max(1, min(self.max_num_seqs, llm.quota_blocks // self._seq_blocks(llm)))
+
+    def _on_decode_done(self, llm, batch):
+        w = self._window[llm.slot]
+        if len(w) == w.maxlen:
+            self._window_sum[llm.slot] -= w[0]
+        w.append(batch)
+        self._window_sum[llm.slot] += batch
+
+    def mean_batch(self, slot: int) -> float:
+        """Mean decode batch size of LLM ``slot`` over its last ``adapt_window_jobs`` decodes."""
+        w = self._window[slot]
+        return self._window_sum[slot] / len(w) if w else 0.0
+
+    def adapt(self) -> None:
+        """Rebalance KV quotas (reference constants: lend below 90 % utilisation down to 95 %,
+        busy when queued + admitted >= 1.1 x mean batch, take at most 10 % of the mean batch)."""
+        self.n_adaptations += 1
+        spare = 0
+        lent: list[tuple[LLMRuntime, int]] = []
+        means = [self.mean_batch(l.slot) for l in self.llms]
+        for l, mb in zip(self.llms, means):
+            sb = self._seq_blocks(l)
+            util = mb / l.quota_seqs
+            # An LLM with a queue is short of pool blocks, not of quota: it keeps its quota.
+            if util < 0.9 and not l.waiting:
+                lend = int((0.95 - util) * l.quota_seqs) * sb
+                lend = min(lend, max(0, l.quota_blocks - sb))  # keep room for one sequence
+                if lend > 0:
+                    l.quota_blocks -= lend
+                    spare += lend
+                    lent.append((l, lend))
+        for l, mb in zip(self.llms, means):
+            demand = len(l.waiting) + l.n_active
+            if spare and l.waiting and demand >= 1.1 * mb:
+                sb = self._seq_blocks(l)
+                take = min(int(min(max(1.0, 0.1 * mb), demand - mb)) * sb, spare)
+                l.quota_blocks += take
+                spare -= take
+        if spare:
+            queued = [l for l in self.llms if l.waiting]
+            if queued:
+                max(queued, key=lambda l: (len(l.waiting), -l.slot)).quota_blocks += spare
+            else:  # nobody is short: the lenders keep what was not taken, pro rata
+                total_lent = sum(n for _, n in lent)
+                given = 0
+                for l, n in lent:
+                    back = spare * n // total_lent
+                    l.quota_blocks += back
+                    given += back
+                lent[0][0].quota_blocks += spare - given
+        for l in self.llms:
+            self._set_quota_seqs(l)
+
+    def schedule(self, now: float) -> list[Job]:
+        if self.adaptive and now >= self._next_adapt:
+            self.adapt()
+            self._next_adapt = now + self.adapt_interval_s
+        llms = self.llms
+        n = len(llms)
+        sm = self.sm
+        pool = self.pool
+        jobs: list[Job] = []
+        starved = False
+        start = self._last_prefill + 1
+        for k in range(n):
+            i = (start + k) % n
+            llm = llms[i]
+            if llm.prefill_busy or not llm.waiting or llm.n_active >= llm.quota_seqs:
+                continue
+            units = self._pf_units[i]
+            if not sm.try_acquire(units):
+                starved = True
+                continue
+            batch = llm.admit(pool, self.max_prefill_tokens, llm.quota_seqs, now)
+            if not batch:
+                sm.release(units)
+                continue
+            self._last_prefill = i
+            jobs.append(self._prefill_job(llm, batch, llm.prefill_pct, units))
+        if starved:
+            return jobs  # prefill priority: hold decodes until the prefill gets its SMs
+        start = self._last_decode + 1
+        for k in range(n):
+            i = (start + k) % n
+            llm = llms[i]
+            if llm.decode_busy or not (llm.running or llm.pending):
+                continue
+            units = self._dec_units[i]
+            if not sm.try_acquire(units):
+                continue
+            b = llm.start_decode(pool)
+            if b == 0:
+                sm.release(units)
+                continue
+            self._last_decode = i
+            jobs.append(self._decode_job(llm, b, llm.decode_pct, units))
+        return jobs
+
+
+class FCFSScheduler(MeshScheduler):
+    """One job at a time at 100 % SMs; the LLM holding the oldest request goes first.
+
+    Within the chosen LLM: a prefill of its waiting requests when any can be admitted
+    (vLLM-style prefill priority), else one decode iteration of its running batch.
+    """
+
+    def __init__(self, llms, kv_blocks, **kw):
+        super().__init__(llms, kv_blocks, **kw)
+        self._busy = False
+        self._all_units = self.sm.units
+
+    def complete(self, job, now):
+        self._busy = False
+        return super().complete(job, now)
+
+    def schedule(self, now: float) -> list[Job]:
+        if self._busy:
+            return []
+        if len(self.llms) == 1:
+            order = self.llms
+        else:
+            order = sorted(self.llms, key=lambda l: (l.oldest_arrival(), l.slot))
+        for llm in order:
+            if llm.waiting:
+                batch = llm.admit(self.pool, self.max_prefill_tokens, self.max_num_seqs, now)
+                if batch:
+                    self._busy = True
+                    self.sm.try_acquire(self._all_units)
+                    return [self._prefill_job(llm, batch, 100.0, self._all_units)]
+            if llm.running or llm.pending:
+                b = llm.start_decode(self.pool)
+                if b:
+                    self._busy = True
+                    self.sm.try_acquire(self._all_units)
+                    return [self._decode_job(llm, b, 100.0, self._all_units)]
+        return []

@@ -1,0 +1,248 @@
+"""SimPy driver: replays a workload through the policy core with job durations from a latency model.
+
+One SimPy process walks the arrivals; every job is a SimPy timeout whose callback tells the
+mesh's scheduler that it finished and asks it for the next jobs. Nothing about scheduling lives
+here: the driver only gives the policy core time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from muxsim.catalog import GPUSpec, ModelSpec
+from muxsim.config import SchedulerConfig
+from muxsim.core.llm import LLMRuntime, Request
+from muxsim.core.memory import kv_blocks_per_gpu
+from muxsim.core.placement import Placement
+from muxsim.core.schedulers import PREFILL, ADBSScheduler, FCFSScheduler, MeshScheduler
+
+__all__ = ["SimResult", "build_schedulers", "simulate", "slo_base_latency", "REQUEST_COLUMNS"]
+
+#: Columns of the per-request table :func:`simulate` returns (times in simulated seconds).
+REQUEST_COLUMNS = (
+    "request_id", "llm", "model", "arrival_s", "prefill_start_s", "first_token_s", "finish_s",
+    "prompt_tokens", "output_tokens", "preemptions", "finished", "reason", "slo_base_s",
+)
+
+REJECTED = "needs more KV blocks than its mesh holds"
+DRAINED = "drain limit reached"
+STALLED = "stalled: no job could run"
+
+
+@dataclass
+class SimResult:
+    """Outcome of one simulation.
+
+    Attributes:
+        requests: per-request table with :data:`REQUEST_COLUMNS`.
+        sim_time_s: simulated time at the end (s).
+        n_jobs: prefill and decode jobs run.
+        latency_sources: per model name, ``"fitted"`` or ``"roofline"`` for the curves used.
+    """
+
+    requests: pd.DataFrame
+    sim_time_s: float
+    n_jobs: int
+    latency_sources: dict[str, str]
+
+
+def build_schedulers(placement: Placement, strategy: str, names: Sequence[str],
+                     models: Sequence[ModelSpec], rates: Sequence[float], gpu: GPUSpec,
+                     cfg: SchedulerConfig, seq_tokens: int) -> tuple[list[MeshScheduler], list[LLMRuntime]]:
+    """Create the LLM runtimes and one scheduler per mesh of ``placement``.
+
+    Args:
+        strategy: ``muxserve`` (ADBS), ``roundrobin`` (ADBS without adaptation), ``spatial``
+            or ``temporal`` (FCFS, one job at a time).
+        names, models, rates: per LLM, in the run's order.
+        seq_tokens: tokens a sequence is assumed to hold for ADBS quotas.
+
+    Returns:
+        (schedulers, runtimes) with ``runtimes[i]`` for LLM ``names[i]`` and its ``mesh``
+        attribute set to its scheduler's index.
+
+    Raises:
+        ValueError: unknown strategy, or a mesh whose weights leave no KV memory.
+    """
+    index = {n: i for i, n in enumerate(names)}
+    runtimes: list[LLMRuntime | None] = [None] * len(names)
+    scheds: list[MeshScheduler] = []
+    common = dict(sm_units=cfg.sm_units, sm_overload_units=cfg.sm_overload_units,
+                  max_prefill_tokens=cfg.max_prefill_tokens, max_num_seqs=cfg.max_num_seqs)
+    for mi, mesh in enumerate(placement.meshes):
+        llms = []
+        for name in mesh.llms:
+            i = index[name]
+            pf, dec = mesh.sm[name]
+            rt = LLMRuntime(i, name, models[i], mesh.gpus, pf, dec, rates[i])
+            rt.mesh = mi
+            runtimes[i] = rt
+            llms.append(rt)
+        blocks = kv_blocks_per_gpu([l.model for l in llms], mesh.gpus, gpu,
+                                   cfg.activation_reserve_gib, cfg.context_reserve_gib)
+        if blocks <= 0:
+            raise ValueError(f"mesh {mi} ({list(mesh.llms)}) has no memory left for KV cache")
+        if strategy in ("muxserve", "roundrobin"):
+            s = ADBSScheduler(llms, blocks, seq_tokens=seq_tokens, adaptive=strategy == "muxserve",
+                              adapt_interval_s=cfg.adapt_interval_s,
+                              adapt_window_jobs=cfg.adapt_window_jobs, **common)
+        elif strategy in ("spatial", "temporal"):
+            s = FCFSScheduler(llms, blocks, **common)
+        else:
+            raise ValueError(f"unknown strategy {strategy!r}; allowed: muxserve, roundrobin, spatial, temporal")
+        scheds.append(s)
+    missing = [names[i] for i, r in enumerate(runtimes) if r is None]
+    if missing:
+        raise ValueError(f"placement leaves LLMs unplaced: {missing}")
+    return scheds, runtimes
+
+
+def slo_base_latency(curve, prompt: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Latency (s) of each request served alone: one prefill plus ``output`` decode iterations at
+    batch 1 and 100 % SMs, each reading the mean context prompt + output / 2 (MuxServe §9)."""
+    out = np.empty(len(prompt))
+    cache: dict = {}
+    for k, (p, o) in enumerate(zip(prompt.tolist(), output.tolist())):
+        v = cache.get((p, o))
+        if v is None:
+            v = curve.prefill_s(p, 1, 100.0) + o * curve.decode_s(1, p + o // 2, 100.0)
+            cache[(p, o)] = v
+        out[k] = v
+    return out
+
+
+def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names: Sequence[str],
+             models: Sequence[ModelSpec], rates: Sequence[float], gpu: GPUSpec, latency,
+             cfg: SchedulerConfig, seq_tokens: int, drain_limit_s: float | None = None) -> SimResult:
+    """Simulate one strategy on one workload.
+
+    Args:
+        placement: meshes and SM shares.
+        strategy: see :func:`build_schedulers`.
+        workload: table with ``request_id, llm, arrival_s, prompt_tokens, output_tokens``.
+        names, models, rates: per LLM (rates in req/s, used for KV quotas).
+        gpu: GPU kind.
+        latency: object with ``curve(model, n_gpus, gpu)``.
+        cfg: scheduler knobs.
+        seq_tokens: tokens per sequence assumed by ADBS quotas.
+        drain_limit_s: stop this many simulated seconds after the last arrival; None runs until
+            every request finished.
+
+    Returns:
+        A :class:`SimResult`; every request either finished or carries a reason.
+
+    Raises:
+        ValueError: a workload LLM not in ``names``, or as :func:`build_schedulers`.
+    """
+    scheds, runtimes = build_schedulers(placement, strategy, names, models, rates, gpu, cfg, seq_tokens)
+    sources = {}
+    for rt in runtimes:
+        rt.curve = latency.curve(rt.model, rt.tp, gpu)
+        sources[rt.model.name] = rt.curve.source
+
+    index = {n: i for i, n in enumerate(names)}
+    unknown = set(workload["llm"].unique()) - set(index)
+    if unknown:
+        raise ValueError(f"workload names LLMs not in the config: {sorted(unknown)}")
+    llm_idx = workload["llm"].map(index).to_numpy()
+    arrivals = workload["arrival_s"].to_numpy(dtype=float)
+    prompts = workload["prompt_tokens"].to_numpy(dtype=np.int64)
+    outputs = workload["output_tokens"].to_numpy(dtype=np.int64)
+    order = np.argsort(arrivals, kind="stable")
+    reqs = [Request(k, li, a, p, o) for k, (li, a, p, o) in
+            enumerate(zip(llm_idx.tolist(), arrivals.tolist(), prompts.tolist(), outputs.tolist()))]
+    reasons = [""] * len(reqs)
+
+    env = simpy.Environment()
+    n_jobs = [0]
+    mesh_of = [rt.mesh for rt in runtimes]
+
+    def on_done(ev):
+        job = ev.value
+        sched = scheds[job.llm.mesh]
+        sched.complete(job, env.now)
+        dispatch(sched)
+
+    def dispatch(sched):
+        now = env.now
+        for job in sched.schedule(now):
+            c = job.llm.curve
+            if job.kind == PREFILL:
+                dur = c.prefill_s(job.n_tokens, job.n_seqs, job.sm_pct)
+            else:
+                dur = c.decode_s(job.n_seqs, job.n_tokens, job.sm_pct)
+            n_jobs[0] += 1
+            env.timeout(dur, job).callbacks.append(on_done)
+
+    def arrive():
+        t = 0.0
+        for k in order.tolist():
+            r = reqs[k]
+            if r.arrival > t:
+                yield env.timeout(r.arrival - t)
+                t = r.arrival
+            sched = scheds[mesh_of[r.llm]]
+            if not sched.add(r):
+                reasons[k] = REJECTED
+                continue
+            dispatch(sched)
+
+    env.process(arrive())
+    last_arrival = float(arrivals.max()) if len(arrivals) else 0.0
+    if drain_limit_s is None:
+        env.run()
+    else:
+        env.run(until=last_arrival + drain_limit_s)
+
+    df = _records(reqs, reasons, names, models, drain_limit_s is not None)
+    base = np.empty(len(reqs))
+    for i, m in enumerate(models):
+        sel = llm_idx == i
+        if sel.any():
+            curve = latency.curve(m, m.min_gpus, gpu)
+            base[sel] = slo_base_latency(curve, prompts[sel], outputs[sel])
+    df["slo_base_s"] = base
+    return SimResult(df, float(env.now), n_jobs[0], sources)
+
+
+def _records(reqs: list[Request], reasons: list[str], names, models, drained: bool) -> pd.DataFrame:
+    nan = math.nan
+    n = len(reqs)
+    ps = [nan] * n
+    ft = [nan] * n
+    fin = [nan] * n
+    pre = [0] * n
+    for k, r in enumerate(reqs):
+        if r.prefill_start is not None:
+            ps[k] = r.prefill_start
+        if r.first_token is not None:
+            ft[k] = r.first_token
+        if r.finish is not None:
+            fin[k] = r.finish
+        elif not reasons[k]:
+            reasons[k] = DRAINED if drained else STALLED
+        pre[k] = r.preemptions
+    llm_idx = np.fromiter((r.llm for r in reqs), dtype=np.int64, count=n)
+    name_arr = np.asarray(names, dtype=object)
+    model_arr = np.asarray([m.name for m in models], dtype=object)
+    fin_arr = np.asarray(fin)
+    return pd.DataFrame({
+        "request_id": np.arange(n, dtype=np.int64),
+        "llm": name_arr[llm_idx] if n else np.asarray([], dtype=object),
+        "model": model_arr[llm_idx] if n else np.asarray([], dtype=object),
+        "arrival_s": np.fromiter((r.arrival for r in reqs), dtype=float, count=n),
+        "prefill_start_s": np.asarray(ps, dtype=float),
+        "first_token_s": np.asarray(ft, dtype=float),
+        "finish_s": fin_arr,
+        "prompt_tokens": np.fromiter((r.prompt for r in reqs), dtype=np.int64, count=n),
+        "output_tokens": np.fromiter((r.output for r in reqs), dtype=np.int64, count=n),
+        "preemptions": np.asarray(pre, dtype=np.int64),
+        "finished": ~np.isnan(fin_arr),
+        "reason": np.asarray(reasons, dtype=object),
+    })

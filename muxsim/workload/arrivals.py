@@ -1,0 +1,82 @@
+"""Request arrival times of one LLM: Poisson, or a Gamma renewal process for burstier traffic."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["arrival_times", "ARRIVAL_PROCESSES"]
+
+#: Accepted values of ``process``.
+ARRIVAL_PROCESSES = ("poisson", "gamma")
+
+
+def _gaps(rng: np.random.Generator, process: str, rate: float, cv: float, n: int) -> np.ndarray:
+    if process == "poisson":
+        return rng.exponential(1.0 / rate, n)
+    shape = 1.0 / cv**2
+    return rng.gamma(shape, 1.0 / (rate * shape), n)
+
+
+def arrival_times(
+    rng: np.random.Generator,
+    rate: float,
+    duration_s: float,
+    process: str = "poisson",
+    cv: float = 1.0,
+) -> np.ndarray:
+    """Arrival times of a renewal process with mean rate ``rate`` on ``[0, duration_s)``.
+
+    The first arrival is one gap after time 0 (the process starts fresh at 0, as in the
+    paper's per-LLM Poisson workloads, docs/muxserve.md §8).
+
+    * ``"poisson"``: exponential inter-arrival gaps, mean ``1 / rate`` s (coefficient of
+      variation 1).
+    * ``"gamma"``: Gamma gaps with shape ``1 / cv**2`` and mean ``1 / rate`` s, so the gaps'
+      coefficient of variation is ``cv`` (cv > 1 is burstier than Poisson, cv < 1 smoother;
+      cv = 1 is Poisson).
+
+    Gaps are drawn in blocks (expected count plus a 6-sigma margin, topped up if still short)
+    and cumulatively summed, so cost is O(rate x duration) vectorised work.
+
+    Args:
+        rng: source of randomness; the result is a deterministic function of its state.
+        rate: mean arrival rate, req/s, finite and > 0.
+        duration_s: length of the window, s, finite and > 0.
+        process: ``"poisson"`` or ``"gamma"``.
+        cv: coefficient of variation of the gaps, > 0; only ``"gamma"`` uses it, so with
+            ``"poisson"`` it must be left at 1.
+
+    Returns:
+        Sorted float64 array of arrival times in s, all in ``[0, duration_s)``; shape ``(k,)``
+        with k random (mean ``rate * duration_s``).
+
+    Raises:
+        ValueError: bad ``rate``, ``duration_s`` or ``cv``; unknown ``process``; ``cv`` != 1
+            with ``"poisson"``.
+    """
+    if process not in ARRIVAL_PROCESSES:
+        raise ValueError(f"process must be one of {ARRIVAL_PROCESSES}, got {process!r}")
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"rate must be a finite rate > 0 req/s, got {rate!r}")
+    if not (math.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"duration_s must be a finite time > 0 s, got {duration_s!r}")
+    if not (math.isfinite(cv) and cv > 0):
+        raise ValueError(f"cv must be a finite number > 0, got {cv!r}")
+    if process == "poisson" and cv != 1.0:
+        # Silently ignoring cv would hand a caller who asked for bursty traffic a Poisson one.
+        raise ValueError(f"cv={cv!r} only applies to process='gamma'; 'poisson' has cv 1")
+
+    rate, duration_s, cv = float(rate), float(duration_s), float(cv)
+    expected = rate * duration_s
+    # The count's std is about cv * sqrt(expected) for a renewal process; 6 sigma makes a
+    # top-up rare without over-drawing much.
+    block = int(math.ceil(expected + 6.0 * cv * math.sqrt(expected) + 16))
+    times = np.cumsum(_gaps(rng, process, rate, cv, block))
+    chunks = [times]
+    while chunks[-1][-1] < duration_s:
+        more = chunks[-1][-1] + np.cumsum(_gaps(rng, process, rate, cv, block))
+        chunks.append(more)
+    times = np.concatenate(chunks) if len(chunks) > 1 else times
+    return times[: np.searchsorted(times, duration_s, side="left")]
