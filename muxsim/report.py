@@ -1,0 +1,424 @@
+"""Console table, plots and on-disk outputs of one simulation run.
+
+Inputs are the frames of :mod:`muxsim.metrics`: the request table, its
+:func:`~muxsim.metrics.summarize` output and its :func:`~muxsim.metrics.ratios` output. Every
+file is written to a temporary name in the destination directory and moved into place with
+:func:`os.replace`, so a reader never sees a half-written file. Nothing written depends on the
+wall clock: the same inputs give byte-identical files (on the same library versions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+
+if "matplotlib.pyplot" not in sys.modules:
+    # Runs are headless (CI, device machines): an interactive backend would need a display. A
+    # caller that already imported pyplot (a notebook) chose its backend and keeps it.
+    matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import yaml  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from muxsim.metrics import ALL_LLMS, attainment_column, sweep_columns  # noqa: E402
+
+__all__ = [
+    "OUTPUT_FILES",
+    "console_table",
+    "print_report",
+    "plot_throughput",
+    "plot_slo_attainment",
+    "write_outputs",
+]
+
+#: Files :func:`write_outputs` writes, in the order it writes them.
+OUTPUT_FILES: tuple[str, ...] = (
+    "requests.parquet",
+    "summary.parquet",
+    "summary.csv",
+    "ratios.csv",
+    "config.resolved.yaml",
+    "throughput.png",
+    "slo_attainment.png",
+    "run.json",
+)
+
+_ATTAINMENT_PREFIX = "slo_attainment@"
+_DPI = 120
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], where: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {missing}; have {list(df.columns)}")
+
+
+def _overall(summary: pd.DataFrame, where: str) -> pd.DataFrame:
+    _require(summary, ["cell", "strategy", "llm", "throughput_rps"], where)
+    return summary[summary["llm"] == ALL_LLMS].reset_index(drop=True)
+
+
+def _goodput_scale(summary: pd.DataFrame, where: str) -> float:
+    _require(summary, ["goodput_scale"], where)
+    scales = pd.unique(summary["goodput_scale"].dropna())
+    if len(scales) != 1:
+        raise ValueError(f"{where}: expected one goodput_scale, found {list(scales)}")
+    return float(scales[0])
+
+
+def _fmt(value: float, spec: str, scale: float = 1.0) -> str:
+    if value is None or not np.isfinite(value):
+        return "inf" if value is not None and np.isinf(value) else "n/a"
+    return format(value * scale, spec)
+
+
+def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
+    """A rich table of the overall row of every cell x strategy.
+
+    Columns: cell, strategy, throughput (req/s), goodput (req/s) and SLO attainment (%) at the
+    goodput scale, TTFT p99 (s), TPOT p99 (ms per token), and -- from ``ratios`` -- the reference
+    strategy's metric divided by this row's strategy (``n/a`` on the reference's own row).
+
+    Args:
+        summary: output of :func:`muxsim.metrics.summarize` (default group columns).
+        ratios: output of :func:`muxsim.metrics.ratios` for the same summary, or ``None`` (or an
+            empty frame) to leave the ratio column out.
+
+    Raises:
+        ValueError: a required column is missing, or the summary holds several goodput scales.
+    """
+    rows = _overall(summary, "console_table")
+    g = _goodput_scale(summary, "console_table")
+    att = attainment_column(g)
+    _require(rows, ["goodput_rps", att, "ttft_p99_s", "tpot_p99_s"], "console_table")
+
+    ratio_of: dict[tuple[str, str], float] = {}
+    reference = metric = None
+    if ratios is not None and not ratios.empty:
+        _require(ratios, ["cell"], "console_table (ratios)")
+        rcols = [c for c in ratios.columns if "/" in str(c)]
+        if rcols:
+            reference = rcols[0].split("/", 1)[0]
+            metric = str(ratios["metric"].iloc[0]) if "metric" in ratios.columns else "metric"
+        for rec in ratios.to_dict("records"):
+            for c in rcols:
+                ratio_of[(str(rec["cell"]), c.split("/", 1)[1])] = rec[c]
+
+    table = Table(title=f"Overall results (SLO scale {g:g} for goodput and attainment)")
+    # Names wrap rather than being cut to "alpha=..." on narrow (e.g. CI, 80-column) consoles.
+    table.add_column("cell", overflow="fold")
+    table.add_column("strategy", overflow="fold")
+    for header in (
+        "throughput (req/s)",
+        f"goodput@{g:g} (req/s)",
+        f"SLO attain. @{g:g}",
+        "TTFT p99 (s)",
+        "TPOT p99 (ms)",
+    ):
+        table.add_column(header, justify="right")
+    if reference is not None:
+        table.add_column(f"{reference} / this ({metric})", justify="right")
+
+    cells = rows["cell"].astype(str).to_numpy()
+    for i, rec in enumerate(rows.to_dict("records")):
+        cells_row = [
+            str(rec["cell"]),
+            str(rec["strategy"]),
+            _fmt(rec["throughput_rps"], ".3f"),
+            _fmt(rec["goodput_rps"], ".3f"),
+            _fmt(rec[att], ".1%"),
+            _fmt(rec["ttft_p99_s"], ".3f"),
+            _fmt(rec["tpot_p99_s"], ".1f", 1e3),
+        ]
+        if reference is not None:
+            r = ratio_of.get((str(rec["cell"]), str(rec["strategy"])))
+            cells_row.append("n/a" if r is None else _fmt(r, ".2f") + "x")
+        last_of_cell = i + 1 == len(rows) or cells[i + 1] != cells[i]
+        table.add_row(*cells_row, end_section=last_of_cell)
+    return table
+
+
+def print_report(
+    summary: pd.DataFrame, ratios: pd.DataFrame | None, console: Console | None = None
+) -> None:
+    """Print :func:`console_table` to ``console`` (default: a new stdout console).
+
+    Raises:
+        ValueError: as :func:`console_table`.
+    """
+    (console or Console()).print(console_table(summary, ratios))
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` for a temporary file beside ``path``, then move it onto ``path``."""
+    path = Path(path)
+    # The real suffix stays last so writers that infer the format from it (savefig) still can.
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _save_figure(fig: matplotlib.figure.Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    try:
+        # No "Software" entry: the PNG then does not change with the matplotlib version.
+        _atomic_write(
+            path,
+            lambda tmp: fig.savefig(
+                tmp, dpi=_DPI, bbox_inches="tight", metadata={"Software": None}
+            ),
+        )
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _auto_x(rows: pd.DataFrame) -> str | None:
+    for c in sweep_columns(rows):
+        if pd.api.types.is_numeric_dtype(rows[c]) and rows[c].nunique() > 1:
+            return c
+    return None
+
+
+def plot_throughput(
+    summary: pd.DataFrame, path: str | os.PathLike, x: str | None = "alpha"
+) -> Path:
+    """Plot overall throughput (req/s) against a sweep parameter, one line per strategy.
+
+    Other sweep parameters that vary get one facet per combination. When ``x`` is missing,
+    not numeric or constant (or still does not single out one cell per strategy and facet),
+    falls back to a bar plot of throughput per cell and strategy.
+
+    Args:
+        summary: output of :func:`muxsim.metrics.summarize` (default group columns).
+        path: destination PNG; written atomically (``<stem>.tmp.png``, then renamed).
+        x: sweep-parameter column for the x axis; ``None`` picks the first numeric sweep
+            column that varies.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: a required column is missing or the summary has no overall row.
+    """
+    rows = _overall(summary, "plot_throughput")
+    if rows.empty:
+        raise ValueError("plot_throughput: summary has no overall (llm == 'all') rows")
+    if x is None:
+        x = _auto_x(rows)
+    hue_order = list(pd.unique(rows["strategy"]))
+
+    facet = None
+    usable = (
+        x is not None
+        and x in rows.columns
+        and pd.api.types.is_numeric_dtype(rows[x])
+        and rows[x].nunique() > 1
+    )
+    if usable:
+        others = [c for c in sweep_columns(rows) if c != x and rows[c].nunique(dropna=False) > 1]
+        if others:
+            facet = "_facet"
+            rows[facet] = [
+                ", ".join(f"{c}={v}" for c, v in zip(others, vals))
+                for vals in rows[others].itertuples(index=False)
+            ]
+        keys = ["strategy", x] + ([facet] if facet else [])
+        # A line plot would silently average cells that share a point; show them as bars instead.
+        usable = not rows.duplicated(subset=keys).any()
+
+    with sns.axes_style("whitegrid"):
+        if usable:
+            grid = sns.relplot(
+                data=rows.sort_values(x, kind="mergesort"),
+                x=x,
+                y="throughput_rps",
+                hue="strategy",
+                hue_order=hue_order,
+                kind="line",
+                marker="o",
+                col=facet,
+                col_wrap=min(4, rows[facet].nunique()) if facet else None,
+                height=3.5,
+                aspect=1.3,
+            )
+            grid.set_axis_labels(x, "throughput (req/s)")
+            if facet:
+                grid.set_titles("{col_name}")
+            fig = grid.figure
+        else:
+            fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * rows["cell"].nunique() + 2), 4))
+            sns.barplot(
+                data=rows, x="cell", y="throughput_rps", hue="strategy", hue_order=hue_order, ax=ax
+            )
+            ax.set_ylabel("throughput (req/s)")
+            ax.tick_params(axis="x", labelrotation=30)
+            # Outside the axes: inside, the legend would hide bars of some cell.
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.suptitle("Overall throughput", y=1.02)
+    return _save_figure(fig, path)
+
+
+def plot_slo_attainment(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Plot overall SLO attainment (fraction) against SLO scale (log x), one facet per cell.
+
+    One line per strategy, from the ``slo_attainment@<scale>`` columns of the overall rows. A
+    dashed vertical line marks the goodput scale when the summary has one.
+
+    Args:
+        summary: output of :func:`muxsim.metrics.summarize` (default group columns).
+        path: destination PNG; written atomically (``<stem>.tmp.png``, then renamed).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: a required column is missing, there is no attainment column or no overall row.
+    """
+    rows = _overall(summary, "plot_slo_attainment")
+    att_cols = [c for c in rows.columns if str(c).startswith(_ATTAINMENT_PREFIX)]
+    if not att_cols or rows.empty:
+        raise ValueError(
+            "plot_slo_attainment: need slo_attainment@<scale> columns and overall rows"
+        )
+    long = rows.melt(
+        id_vars=["cell", "strategy"], value_vars=att_cols, var_name="_col", value_name="attainment"
+    )
+    long["slo_scale"] = long["_col"].str.slice(len(_ATTAINMENT_PREFIX)).astype(float)
+    long = long.sort_values(["slo_scale"], kind="mergesort")
+    cells = list(pd.unique(rows["cell"]))
+    goodput_scale = None
+    if "goodput_scale" in summary.columns:
+        goodput_scale = _goodput_scale(summary, "plot_slo_attainment")
+
+    with sns.axes_style("whitegrid"):
+        grid = sns.relplot(
+            data=long,
+            x="slo_scale",
+            y="attainment",
+            hue="strategy",
+            hue_order=list(pd.unique(rows["strategy"])),
+            col="cell",
+            col_order=cells,
+            col_wrap=min(4, len(cells)),
+            kind="line",
+            marker="o",
+            height=3.2,
+            aspect=1.2,
+        )
+        grid.set(xscale="log", ylim=(-0.02, 1.02))
+        grid.set_axis_labels("SLO scale", "SLO attainment")
+        grid.set_titles("{col_name}")
+        if goodput_scale is not None:
+            for ax in grid.axes.flat:
+                ax.axvline(goodput_scale, color="grey", linestyle="--", linewidth=0.8)
+        grid.figure.suptitle("SLO attainment vs SLO scale", y=1.02)
+    return _save_figure(grid.figure, path)
+
+
+def write_outputs(
+    requests_df: pd.DataFrame,
+    summary: pd.DataFrame,
+    ratios: pd.DataFrame | None,
+    out_dir: str | os.PathLike,
+    resolved_config: dict,
+    seed: int,
+    version: str,
+    plot_x: str | None = None,
+    extra: dict | None = None,
+) -> list[Path]:
+    """Write a run's outputs into an existing (staging) directory.
+
+    Files (:data:`OUTPUT_FILES`): ``requests.parquet`` (``requests_df`` as given, no index),
+    ``summary.parquet`` and ``summary.csv``, ``ratios.csv``, ``config.resolved.yaml``
+    (``resolved_config`` through :func:`yaml.safe_dump`, keys sorted), ``throughput.png``
+    (:func:`plot_throughput` against ``plot_x``), ``slo_attainment.png`` and ``run.json``
+    (``seed``, ``version``, the sorted names of the other files and the entries of ``extra``;
+    deliberately no timestamp, so that the same config and seed reproduce every byte). Each file
+    is written to a temporary name and moved into place; the caller renames the directory into
+    place.
+
+    Args:
+        requests_df: the request table (one row per request).
+        summary: output of :func:`muxsim.metrics.summarize`.
+        ratios: output of :func:`muxsim.metrics.ratios`, or ``None`` (a single strategy): then
+            ``ratios.csv`` holds only the header ``cell,metric``, so the file set stays fixed.
+        out_dir: existing directory; files already there with these names are replaced.
+        resolved_config: the fully resolved run configuration (plain YAML-safe types).
+        seed: the run's random seed.
+        version: muxsim version string.
+        plot_x: sweep column for the throughput plot's x axis; ``None`` picks the first numeric
+            sweep column that varies (bar plot per cell when there is none).
+        extra: further JSON-serialisable facts of the run (e.g. placements, latency-model
+            sources), added as top-level keys of ``run.json``; they must be deterministic too.
+
+    Returns:
+        Paths of the written files, in :data:`OUTPUT_FILES` order.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` does not exist. NotADirectoryError: it is not a directory.
+        TypeError: ``seed`` is not an integer, or ``extra`` is not JSON-serialisable.
+        yaml.representer.RepresenterError: the config holds a type ``safe_dump`` cannot write
+            (e.g. a numpy scalar). ValueError: ``extra`` reuses ``seed``, ``version`` or
+            ``files``; as the plot functions.
+    """
+    out = Path(out_dir)
+    if not out.exists():
+        raise FileNotFoundError(f"write_outputs: output directory {out} does not exist")
+    if not out.is_dir():
+        raise NotADirectoryError(f"write_outputs: {out} is not a directory")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"write_outputs: seed must be an integer, got {seed!r}")
+
+    def text(content: str) -> Callable[[Path], None]:
+        return lambda tmp: tmp.write_text(content, encoding="utf-8", newline="\n")
+
+    # YAML and JSON are rendered before anything is written: bad input then leaves no files.
+    config_text = yaml.safe_dump(
+        resolved_config, sort_keys=True, default_flow_style=False, allow_unicode=True
+    )
+    run_info = {
+        "seed": int(seed),
+        "version": str(version),
+        "files": sorted(f for f in OUTPUT_FILES if f != "run.json"),
+    }
+    clash = sorted(set(extra or {}) & set(run_info))
+    if clash:
+        raise ValueError(f"write_outputs: extra must not set {clash}")
+    run_info.update(extra or {})
+    run_text = json.dumps(run_info, indent=2, sort_keys=True) + "\n"
+    if ratios is None:
+        ratios = pd.DataFrame(columns=["cell", "metric"])
+    writers: dict[str, Callable[[Path], None]] = {
+        "requests.parquet": lambda tmp: requests_df.to_parquet(tmp, index=False, engine="pyarrow"),
+        "summary.parquet": lambda tmp: summary.to_parquet(tmp, index=False, engine="pyarrow"),
+        "summary.csv": lambda tmp: summary.to_csv(tmp, index=False, lineterminator="\n"),
+        "ratios.csv": lambda tmp: ratios.to_csv(tmp, index=False, lineterminator="\n"),
+        "config.resolved.yaml": text(config_text),
+        "run.json": text(run_text),
+    }
+    written = []
+    for name in OUTPUT_FILES:
+        path = out / name
+        if name == "throughput.png":
+            plot_throughput(summary, path, x=plot_x)
+        elif name == "slo_attainment.png":
+            plot_slo_attainment(summary, path)
+        else:
+            _atomic_write(path, writers[name])
+        written.append(path)
+    return written
