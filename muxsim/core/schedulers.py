@@ -206,18 +206,22 @@ class ADBSScheduler(MeshScheduler):
                 take = min(int(min(max(1.0, 0.1 * mb), demand - mb)) * sb, spare)
                 l.quota_blocks += take
                 spare -= take
+        # Leftover goes to the longest queues, each up to what its queue needs; what nobody
+        # needs returns to the lenders pro rata, so an idle period does not strand memory.
+        for l in sorted((l for l in self.llms if l.waiting), key=lambda l: (-len(l.waiting), l.slot)):
+            if not spare:
+                break
+            take = min(spare, len(l.waiting) * self._seq_blocks(l))
+            l.quota_blocks += take
+            spare -= take
         if spare:
-            queued = [l for l in self.llms if l.waiting]
-            if queued:
-                max(queued, key=lambda l: (len(l.waiting), -l.slot)).quota_blocks += spare
-            else:  # nobody is short: the lenders keep what was not taken, pro rata
-                total_lent = sum(n for _, n in lent)
-                given = 0
-                for l, n in lent:
-                    back = spare * n // total_lent
-                    l.quota_blocks += back
-                    given += back
-                lent[0][0].quota_blocks += spare - given
+            total_lent = sum(n for _, n in lent)
+            given = 0
+            for l, n in lent:
+                back = spare * n // total_lent
+                l.quota_blocks += back
+                given += back
+            lent[0][0].quota_blocks += spare - given
         for l in self.llms:
             self._set_quota_seqs(l)
 

@@ -1,0 +1,221 @@
+"""Command line: ``muxsim run | place | calibrate fit``.
+
+Bad input ends with a one-line ``error: ...`` on stderr and exit code 2, never a traceback, and
+leaves no output folder that looks complete: outputs are written to a staging folder that is
+renamed into place only when every file is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from muxsim import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="muxsim: simulate MuxServe and its baselines on a GPU cluster.")
+calibrate_app = typer.Typer(no_args_is_help=True, help="Fit latency models to measured profiles.")
+app.add_typer(calibrate_app, name="calibrate")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Fail(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _fail(msg: str) -> None:
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _guarded(fn):
+    """Turn the errors bad input can raise into one line and exit code 2."""
+    from muxsim.catalog import UnknownNameError
+    from muxsim.config import ConfigError
+    from muxsim.core.placement import PlacementError
+
+    try:
+        return fn()
+    except (ConfigError, PlacementError, UnknownNameError, _Fail) as e:
+        _fail(str(e))
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+def _load(config: Path, seed: Optional[int]):
+    from muxsim.config import load_config
+
+    overrides = {"seed": seed} if seed is not None else None
+    return load_config(config, overrides)
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="experiment YAML, e.g. experiments/zipf_alpha.yaml"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default results/<name>)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", min=1, help="worker processes"),
+):
+    """Simulate every cell of an experiment under every strategy and write tables and plots."""
+
+    def go():
+        import time
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from muxsim import metrics, report
+        from muxsim.runner import run_experiment
+
+        cfg = _load(config, seed)
+        out_dir = out if out is not None else Path("results") / cfg.name
+        cells = cfg.cells()
+        kinds = {"spatial" if s == "spatial" else "muxserve" for s in cfg.strategies}
+        total = len(cells) * (len(kinds) + len(cfg.strategies))
+        t0 = time.perf_counter()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=False) as bar:
+            task = bar.add_task(f"{cfg.name}: {len(cells)} cells x {len(cfg.strategies)} strategies", total=total)
+            runs = run_experiment(cfg, jobs=jobs,
+                                  progress=lambda label: bar.update(task, advance=1, description=label))
+        wall = time.perf_counter() - t0
+        import pandas as pd
+
+        requests = pd.concat([r.requests for r in runs], ignore_index=True)
+        summary = metrics.summarize(requests, cfg.slo.scales, cfg.slo.goodput_scale,
+                                    group_cols=("cell", "strategy"))
+        ratios = metrics.ratios(summary, reference="muxserve") if "muxserve" in cfg.strategies and len(cfg.strategies) > 1 else None
+        roofline = sorted({m for r in runs for m, s in r.latency_sources.items() if s != "fitted"})
+        placements = {f"{r.cell} | {r.strategy}": r.placement.to_dict() for r in runs}
+        n_req = len(requests)
+        sim_s = sum(r.sim_time_s for r in runs)
+        cpu_s = sum(r.wall_s for r in runs)
+        facts = {
+            "latency_model": {m: s for r in runs for m, s in r.latency_sources.items()},
+            "roofline_models": roofline,
+            "placements": placements,
+        }
+        staging = out_dir.parent / f".{out_dir.name}.staging-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        try:
+            report.write_outputs(requests, summary, ratios, staging, cfg.model_dump(mode="json"),
+                                 cfg.seed, __version__, extra=facts)
+            _swap_into_place(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        report.print_report(summary, ratios, console=console)
+        if roofline:
+            console.print(f"[yellow]note:[/] roofline latency (not calibrated) used for: {', '.join(roofline)}")
+        console.print(
+            f"{n_req:,} requests in {wall:.1f} s wall ({jobs} jobs): {n_req / max(cpu_s, 1e-9):,.0f} "
+            f"simulated requests per CPU second, {sim_s / max(cpu_s, 1e-9):,.0f} simulated s per CPU second")
+        console.print(f"outputs: {out_dir}")
+
+    _guarded(go)
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished staging folder to ``out_dir``, replacing an older run's folder."""
+    old = None
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise _Fail(f"--out {out_dir} exists and is not a folder")
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@app.command()
+def place(
+    config: Path = typer.Argument(..., help="experiment YAML"),
+    strategy: str = typer.Option("muxserve", "--strategy", help="muxserve or spatial"),
+):
+    """Print the placement of every cell and its estimated throughput."""
+
+    def go():
+        import time
+
+        from rich.table import Table
+
+        from muxsim.runner import placement_for
+
+        if strategy not in ("muxserve", "spatial", "temporal"):
+            raise _Fail(f"--strategy must be one of muxserve, spatial, temporal; got {strategy!r}")
+        cfg = _load(config, None)
+        for cell in cfg.cells():
+            t0 = time.perf_counter()
+            p = placement_for(cfg, cell, "spatial" if strategy == "spatial" else "muxserve")
+            dt = time.perf_counter() - t0
+            rate = dict(zip(cfg.llm_names(), cell.rates))
+            model = dict(zip(cfg.llm_names(), cfg.llm_models()))
+            t = Table(title=f"{cfg.name} {cell.label}: {p.method} placement "
+                            f"({p.layouts_searched} layouts, {dt:.2f} s)")
+            for col in ("node", "GPUs", "LLM", "model", "rate req/s", "SM prefill/decode %", "est. req/s"):
+                t.add_column(col, justify="right" if col not in ("LLM", "model") else "left")
+            for m in p.meshes:
+                for k, name in enumerate(m.llms):
+                    pf, dec = m.sm[name]
+                    gpus = f"{m.first_gpu}-{m.first_gpu + m.gpus - 1}" if m.gpus > 1 else f"{m.first_gpu}"
+                    t.add_row(str(m.node) if k == 0 else "", gpus if k == 0 else "", name, model[name],
+                              f"{rate[name]:.2f}", f"{pf:g}/{dec:g}", f"{p.est_throughput.get(name, float('nan')):.2f}")
+                t.add_section()
+            console.print(t)
+            console.print(f"estimated throughput {p.total_est_throughput:.2f} req/s of "
+                          f"{sum(cell.rates):.2f} req/s offered")
+
+    _guarded(go)
+
+
+@calibrate_app.command("fit")
+def calibrate_fit(
+    profile: Path = typer.Argument(..., help="profile JSON in MuxServe's format"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where to write the fitted coefficients (JSON)"),
+):
+    """Fit the latency model to a profile and print the fit error per model and GPU count."""
+
+    def go():
+        from rich.table import Table
+
+        from muxsim.perf.fitted import fit_and_save
+
+        if not profile.is_file():
+            raise _Fail(f"profile not found: {profile}")
+        target = out if out is not None else Path("calibration") / "fitted.json"
+        report = fit_and_save(profile, target)
+        t = Table(title=f"fit of {profile.name}: absolute relative error")
+        for col in report.columns:
+            t.add_column(str(col))
+        for row in report.itertuples(index=False):
+            t.add_row(*[f"{v:.3%}" if isinstance(v, float) and "err" in c else str(v)
+                        for c, v in zip(report.columns, row)])
+        console.print(t)
+        console.print(f"coefficients written to {target}")
+
+    _guarded(go)
+
+
+@app.command()
+def version():
+    """Print muxsim's version."""
+    console.print(__version__)
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    """Entry point for ``python -m muxsim``."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
