@@ -23,8 +23,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 calibrate_app = typer.Typer(no_args_is_help=True, help="Fit latency models to measured profiles.")
 app.add_typer(calibrate_app, name="calibrate")
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _consoles() -> tuple[Console, Console]:
+    """Consoles for results and for progress/errors; wide when output is not a terminal, so
+    tables in logs and CI are not wrapped."""
+    out = Console()
+    width = None if out.is_terminal else 160
+    return Console(width=width), Console(stderr=True, width=width)
+
+
+console, err_console = _consoles()
 
 
 class _Fail(Exception):
@@ -69,12 +77,15 @@ def run(
     def go():
         import time
 
+        global console, err_console
+        console, err_console = _consoles()
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from muxsim import metrics, report
-        from muxsim.runner import run_experiment
+        from muxsim.runner import preflight, run_experiment
 
         cfg = _load(config, seed)
+        preflight(cfg)
         out_dir = out if out is not None else Path("results") / cfg.name
         cells = cfg.cells()
         kinds = {"spatial" if s == "spatial" else "muxserve" for s in cfg.strategies}

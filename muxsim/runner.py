@@ -22,6 +22,7 @@ from muxsim.core.placement import (
     LLMDemand,
     Placement,
     PlacementContext,
+    check_fits_somewhere,
     explicit_placement,
     muxserve_placement,
     spatial_placement,
@@ -31,7 +32,7 @@ from muxsim.sim.driver import simulate
 from muxsim.workload import EmpiricalLengths, FixedLengths, generate_workload
 
 __all__ = ["CellRun", "lengths_sampler", "cell_seed", "cell_workload", "cell_placement",
-           "run_experiment", "placement_for"]
+           "run_experiment", "placement_for", "preflight"]
 
 
 @dataclass
@@ -94,6 +95,23 @@ def placement_for(cfg: ExperimentConfig, cell: Cell, kind: str) -> Placement:
     if cfg.placement is not None:
         return explicit_placement(ctx, cfg.placement, c.nodes, c.gpus_per_node)
     return muxserve_placement(ctx, c.nodes, c.gpus_per_node)
+
+
+def preflight(cfg: ExperimentConfig) -> None:
+    """Cheap checks that every cell can be placed, run before any long search or simulation.
+
+    Raises:
+        muxsim.core.placement.PlacementError: an LLM fits on no mesh, spatial partitioning
+            needs more GPUs than the cluster has, or the explicit placement is infeasible.
+    """
+    c = cfg.cluster
+    for cell in cfg.cells():
+        ctx = _context(cfg, cell)
+        check_fits_somewhere(ctx, c.gpus_per_node)
+        if "spatial" in cfg.strategies:
+            spatial_placement(ctx, c.nodes, c.gpus_per_node)
+        if cfg.placement is not None:
+            explicit_placement(ctx, cfg.placement, c.nodes, c.gpus_per_node)
 
 
 def cell_placement(args) -> Placement:

@@ -39,6 +39,7 @@ __all__ = [
     "muxserve_placement",
     "spatial_placement",
     "explicit_placement",
+    "check_fits_somewhere",
 ]
 
 #: Decode SM shares (%) the search tries (MuxServe reference: 30..90 step 10).
@@ -271,7 +272,8 @@ def _mesh_positions(layout: Sequence[tuple[int, ...]]) -> list[tuple[int, int, i
     return out
 
 
-def _check_fits_somewhere(ctx: PlacementContext, gpus_per_node: int) -> None:
+def check_fits_somewhere(ctx: PlacementContext, gpus_per_node: int) -> None:
+    """Raise :class:`PlacementError` naming the first LLM that fits on no mesh of a node."""
     for i, llm in enumerate(ctx.llms):
         if llm.model.min_gpus > gpus_per_node:
             raise PlacementError(
@@ -300,7 +302,7 @@ def muxserve_placement(ctx: PlacementContext, nodes: int, gpus_per_node: int) ->
     n = len(ctx.llms)
     if n == 0:
         raise PlacementError("no LLMs to place")
-    _check_fits_somewhere(ctx, gpus_per_node)
+    check_fits_somewhere(ctx, gpus_per_node)
     order = sorted(range(n), key=lambda i: (-ctx.llms[i].rate * ctx.llms[i].model.compute_weight, i))
     biggest_min = max(l.model.min_gpus for l in ctx.llms)
     best = None
@@ -395,7 +397,7 @@ def spatial_placement(ctx: PlacementContext, nodes: int, gpus_per_node: int) -> 
     n = len(ctx.llms)
     if n == 0:
         raise PlacementError("no LLMs to place")
-    _check_fits_somewhere(ctx, gpus_per_node)
+    check_fits_somewhere(ctx, gpus_per_node)
     sizes = [l.model.min_gpus for l in ctx.llms]
     packed = _pack(sizes, nodes, gpus_per_node)
     if packed is None:

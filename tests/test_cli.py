@@ -1,0 +1,113 @@
+"""The command line end to end: a reduced zipf_alpha run, determinism, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from muxsim.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _reduced_zipf(tmp_path: Path, **workload) -> Path:
+    cfg = yaml.safe_load((ROOT / "experiments" / "zipf_alpha.yaml").read_text())
+    cfg["workload"]["duration_s"] = 12
+    cfg["workload"]["popularity"] = {"alpha": [0.9, 2.1], "max_rate": 6}
+    cfg["workload"].update(workload)
+    path = tmp_path / "zipf_small.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_run_reduced_zipf_alpha_end_to_end(tmp_path):
+    cfg = _reduced_zipf(tmp_path)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--jobs", "2"])
+    assert res.exit_code == 0, res.output
+    for f in ("requests.parquet", "summary.parquet", "summary.csv", "ratios.csv", "throughput.png",
+              "slo_attainment.png", "config.resolved.yaml", "run.json"):
+        assert (out / f).stat().st_size > 0, f
+    req = pd.read_parquet(out / "requests.parquet")
+    assert set(req.strategy) == {"muxserve", "spatial", "temporal"}
+    assert set(req.alpha) == {0.9, 2.1}
+    # every strategy of a cell sees the same workload
+    for _, cell in req.groupby("cell"):
+        ids = [g.sort_values("request_id")[["llm", "arrival_s", "prompt_tokens"]].to_numpy().tolist()
+               for _, g in cell.groupby("strategy")]
+        assert ids[0] == ids[1] == ids[2]
+    # conservation: each request finished or carries a reason
+    assert (req.finished | (req.reason != "")).all()
+    summary = pd.read_csv(out / "summary.csv")
+    overall = summary[summary.llm == "all"]
+    assert len(overall) == 6 and (overall.throughput_rps > 0).all()
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 0 and "placements" in run
+    assert "muxserve" in res.output and "spatial" in res.output
+    assert yaml.safe_load((out / "config.resolved.yaml").read_text())["workload"]["duration_s"] == 12
+
+
+def test_same_config_and_seed_give_identical_outputs(tmp_path):
+    cfg = _reduced_zipf(tmp_path, duration_s=5)
+    outs = []
+    for k, jobs in enumerate(("1", "2")):
+        out = tmp_path / f"out{k}"
+        res = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--jobs", jobs, "--seed", "3"])
+        assert res.exit_code == 0, res.output
+        outs.append(out)
+    for f in ("summary.csv", "ratios.csv", "run.json"):
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+    pd.testing.assert_frame_equal(pd.read_parquet(outs[0] / "requests.parquet"),
+                                  pd.read_parquet(outs[1] / "requests.parquet"))
+    res = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "other"), "--seed", "4"])
+    assert res.exit_code == 0
+    assert (tmp_path / "other" / "summary.csv").read_bytes() != (outs[0] / "summary.csv").read_bytes()
+
+
+def test_place_prints_the_placement(tmp_path):
+    res = runner.invoke(app, ["place", str(_reduced_zipf(tmp_path))])
+    assert res.exit_code == 0, res.output
+    assert "llm-18" in res.output and "estimated throughput" in res.output
+
+
+BAD = {
+    "missing file": (None, "config file not found"),
+    "malformed yaml": ("name: [unclosed\n", "malformed YAML"),
+    "unknown model": ({"llms": [{"model": "gpt-9", "count": 1}]}, "unknown model 'gpt-9'; allowed: llama-7b"),
+    "unknown gpu": ({"cluster": {"nodes": 1, "gpus_per_node": 8, "gpu": "v100"}}, "unknown GPU 'v100'; allowed:"),
+    "zero rate": ({"llms": [{"model": "llama-7b", "rate": 0}]}, "llms.0.rate"),
+    "zero max_rate": ({"workload": {"duration_s": 5, "popularity": {"alpha": 1, "max_rate": 0}}}, "max_rate must be > 0"),
+    "negative alpha": ({"workload": {"duration_s": 5, "popularity": {"alpha": [0.5, -1], "max_rate": 2}}}, "alpha must be >= 0"),
+    "no llms": ({"llms": []}, "llms:"),
+    "unknown key": ({"workload": {"duration_s": 5, "popularity": {"alpha": 1, "max_rate": 2}, "duraton": 3}}, "workload.duraton: unknown key"),
+    "fits nowhere": ({"cluster": {"nodes": 4, "gpus_per_node": 2}}, "llm-18 (llama-65b) fits on no mesh"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, case):
+    change, expected = BAD[case]
+    base = yaml.safe_load((ROOT / "experiments" / "zipf_alpha.yaml").read_text())
+    base["workload"]["duration_s"] = 5
+    path = tmp_path / "bad.yaml"
+    if change is None:
+        path = tmp_path / "does-not-exist.yaml"
+    elif isinstance(change, str):
+        path.write_text(change)
+    else:
+        base.update(change)
+        path.write_text(yaml.safe_dump(base))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", str(path), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.stderr.split())  # rich wraps long lines
+    assert expected in text, text
+    assert "Traceback" not in res.output + res.stderr
+    assert res.stderr.strip().startswith("error:")
+    assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
