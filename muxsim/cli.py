@@ -103,7 +103,8 @@ def run(
         summary = metrics.summarize(requests, cfg.slo.scales, cfg.slo.goodput_scale,
                                     group_cols=("cell", "strategy"))
         ratios = metrics.ratios(summary, reference="muxserve") if "muxserve" in cfg.strategies and len(cfg.strategies) > 1 else None
-        roofline = sorted({m for r in runs for m, s in r.latency_sources.items() if s != "fitted"})
+        roofline = sorted({m for r in runs for m, s in r.latency_sources.items() if s == "roofline"})
+        scaled = sorted({m for r in runs for m, s in r.latency_sources.items() if s == "fitted-scaled"})
         placements = {f"{r.cell} | {r.strategy}": r.placement.to_dict() for r in runs}
         n_req = len(requests)
         sim_s = sum(r.sim_time_s for r in runs)
@@ -111,6 +112,7 @@ def run(
         facts = {
             "latency_model": {m: s for r in runs for m, s in r.latency_sources.items()},
             "roofline_models": roofline,
+            "fitted_scaled_models": scaled,
             "placements": placements,
         }
         staging = out_dir.parent / f".{out_dir.name}.staging-{os.getpid()}"
@@ -127,6 +129,9 @@ def run(
         report.print_report(summary, ratios, console=console)
         if roofline:
             console.print(f"[yellow]note:[/] roofline latency (not calibrated) used for: {', '.join(roofline)}")
+        if scaled:
+            console.print(f"[yellow]note:[/] latency scaled from a fitted GPU count (mesh size not profiled) "
+                          f"used for: {', '.join(scaled)}")
         console.print(
             f"{n_req:,} requests in {wall:.1f} s wall ({jobs} jobs): {n_req / max(cpu_s, 1e-9):,.0f} "
             f"simulated requests per CPU second, {sim_s / max(cpu_s, 1e-9):,.0f} simulated s per CPU second")

@@ -17,7 +17,9 @@ class LatencyCurve(ABC):
         model: catalog model name, e.g. ``"llama-7b"``.
         n_gpus: GPUs in the mesh (tensor-parallel degree).
         gpu: catalog GPU name, e.g. ``"a100-80gb"``.
-        source: ``"fitted"`` (calibrated from measurements) or ``"roofline"`` (analytic fallback).
+        source: ``"fitted"`` (calibrated from measurements of this model on this many GPUs),
+            ``"fitted-scaled"`` (a fitted curve of the same model on another GPU count, its work
+            terms scaled by the roofline's ratio) or ``"roofline"`` (analytic fallback).
     """
 
     model: str

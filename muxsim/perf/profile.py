@@ -1,0 +1,146 @@
+"""Loader for the MuxServe latency-profile format.
+
+The format (hao-ai-lab/MuxServe, ``examples/placement/llama.json``; our copy is
+``../shared/data/profiles/muxserve_llama_a100_80g.json``, measured on A100-80GB) nests
+``model -> #GPUs -> SM % -> batch -> seq -> {"prefill": ms, "decoding": ms}``; every key is a
+string of an integer except the model name, and ``-1`` means "not measured".
+
+Prefill latency is for one job over ``batch`` prompts of ``seq`` tokens each (``batch x seq``
+prompt tokens); decoding latency is one iteration for ``batch`` requests whose KV caches hold
+``batch x seq`` tokens in all (../shared/docs/muxserve.md §7).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["load_profile", "parse_profile", "PROFILE_COLUMNS"]
+
+#: Columns of the frame returned by :func:`load_profile`, in order.
+PROFILE_COLUMNS = ["model", "n_gpus", "sm_pct", "batch", "seq", "prefill_ms", "decode_ms"]
+
+#: Leaf keys of the format, mapped to our column names.
+_LEAF_KEYS = {"prefill": "prefill_ms", "decoding": "decode_ms"}
+
+
+def _int_key(key: object, what: str, where: str) -> int:
+    try:
+        value = int(str(key))
+    except ValueError:
+        raise ValueError(f"{where}: {what} key {key!r} is not an integer") from None
+    if value <= 0:
+        raise ValueError(f"{where}: {what} key {key!r} must be positive")
+    return value
+
+
+def _mapping(node: object, what: str, where: str) -> dict:
+    if not isinstance(node, dict):
+        raise ValueError(
+            f"{where}: expected an object of {what} keys, got {type(node).__name__} "
+            "(format: model -> #GPUs -> SM% -> batch -> seq -> {prefill, decoding})"
+        )
+    return node
+
+
+def _latency(value: object, where: str) -> float:
+    # bool is an int subclass; a true/false here is a malformed file, not a latency.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: latency {value!r} is not a number")
+    if value == -1:
+        return math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{where}: latency {value!r} must be positive ms or -1 (not measured)")
+    return float(value)
+
+
+def parse_profile(data: object, origin: str = "<profile>") -> pd.DataFrame:
+    """Flatten an already-decoded MuxServe profile object into a frame.
+
+    Args:
+        data: the decoded JSON object (see module docstring for the nesting).
+        origin: name used in error messages (usually the file path).
+
+    Returns:
+        DataFrame with one row per (model, n_gpus, sm_pct, batch, seq) and columns
+        :data:`PROFILE_COLUMNS`: ``model`` (str), ``n_gpus``/``sm_pct`` (%)/``batch``/``seq``
+        (tokens per sequence) as int64, ``prefill_ms``/``decode_ms`` as float64 in
+        milliseconds, NaN where the profile says -1. Sorted by the key columns.
+
+    Raises:
+        ValueError: one-line message naming the offending key path when the nesting, a key,
+            or a value is malformed, or when no point is present.
+    """
+    rows: list[tuple] = []
+    for model, by_gpus in _mapping(data, "model", origin).items():
+        w_m = f"{origin}[{model!r}]"
+        for g_key, by_sm in _mapping(by_gpus, "#GPUs", w_m).items():
+            w_g = f"{w_m}[{g_key!r}]"
+            n_gpus = _int_key(g_key, "#GPUs", w_m)
+            for s_key, by_batch in _mapping(by_sm, "SM%", w_g).items():
+                w_s = f"{w_g}[{s_key!r}]"
+                sm = _int_key(s_key, "SM%", w_g)
+                if sm > 100:
+                    raise ValueError(f"{w_g}: SM% key {s_key!r} exceeds 100")
+                for b_key, by_seq in _mapping(by_batch, "batch", w_s).items():
+                    w_b = f"{w_s}[{b_key!r}]"
+                    batch = _int_key(b_key, "batch", w_s)
+                    for q_key, leaf in _mapping(by_seq, "seq", w_b).items():
+                        w_q = f"{w_b}[{q_key!r}]"
+                        seq = _int_key(q_key, "seq", w_b)
+                        leaf = _mapping(leaf, "prefill/decoding", w_q)
+                        missing = [k for k in _LEAF_KEYS if k not in leaf]
+                        if missing:
+                            raise ValueError(f"{w_q}: missing key(s) {', '.join(missing)}")
+                        rows.append(
+                            (
+                                str(model),
+                                n_gpus,
+                                sm,
+                                batch,
+                                seq,
+                                _latency(leaf["prefill"], f"{w_q}['prefill']"),
+                                _latency(leaf["decoding"], f"{w_q}['decoding']"),
+                            )
+                        )
+    if not rows:
+        raise ValueError(f"{origin}: profile holds no measurement points")
+    df = pd.DataFrame(rows, columns=PROFILE_COLUMNS)
+    df = df.astype(
+        {"n_gpus": "int64", "sm_pct": "int64", "batch": "int64", "seq": "int64",
+         "prefill_ms": "float64", "decode_ms": "float64"}
+    )
+    return df.sort_values(PROFILE_COLUMNS[:5], ignore_index=True)
+
+
+def load_profile(path: str | Path) -> pd.DataFrame:
+    """Read a MuxServe latency profile JSON file into a flat frame.
+
+    Args:
+        path: file in the MuxServe profile format, e.g.
+            ``../shared/data/profiles/muxserve_llama_a100_80g.json``.
+
+    Returns:
+        See :func:`parse_profile` (latencies in ms, NaN = not measured).
+
+    Raises:
+        ValueError: the file is missing or unreadable, is not valid JSON, or is not in the
+            expected nesting; the one-line message names the path and key.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"profile file not found: {p}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read profile file {p}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    return parse_profile(data, origin=str(p))
