@@ -274,3 +274,15 @@ def test_muxserve_overlaps_jobs_so_beats_temporal_on_a_shared_mesh():
         thr[s] = df.finished.sum() / df.finish_s.max()
     assert thr["muxserve"] > thr["temporal"]
     assert math.isfinite(thr["temporal"]) and thr["temporal"] > 0
+
+
+@pytest.mark.parametrize("strategy", ["muxserve", "temporal", "spatial"])
+def test_fast_forward_gives_the_same_results_as_event_by_event(strategy):
+    names = ["llm-0", "llm-1", "llm-2"]
+    wl = _random_workload(21, 3, 500, 15.0)
+    sm = {"llm-0": (80.0, 50.0), "llm-1": (80.0, 40.0), "llm-2": (90.0, 30.0)}
+    runs = [simulate(_one_mesh(names, gpus=2, sm=sm), strategy, wl, names, [M7, M7, M13], [20.0, 10.0, 3.0],
+                     GPU, LAT, SchedulerConfig(), seq_tokens=600, fast_forward=ff) for ff in (False, True)]
+    pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests, check_exact=True)
+    assert runs[0].n_jobs == runs[1].n_jobs
+    assert runs[0].sim_time_s == runs[1].sim_time_s

@@ -156,6 +156,9 @@ class ADBSScheduler(MeshScheduler):
         self._window_sum = [0] * len(llms)
         self._pf_units = [units_for_share(l.prefill_pct) for l in llms]
         self._dec_units = [units_for_share(l.decode_pct) for l in llms]
+        n = len(llms)
+        # round-robin orders starting at each LLM (index n wraps to 0), built once
+        self._rotations = [[(j % n, llms[j % n]) for j in range(k, k + n)] for k in range(n + 1)]
         self.n_adaptations = 0
         weights = [max(l.rate, 1e-9) * l.bps for l in llms]
         total_w = sum(weights)
@@ -229,17 +232,12 @@ class ADBSScheduler(MeshScheduler):
         if self.adaptive and now >= self._next_adapt:
             self.adapt()
             self._next_adapt = now + self.adapt_interval_s
-        llms = self.llms
-        n = len(llms)
         sm = self.sm
         pool = self.pool
         jobs: list[Job] = []
         starved = False
-        start = self._last_prefill + 1
-        for k in range(n):
-            i = (start + k) % n
-            llm = llms[i]
-            if llm.prefill_busy or not llm.waiting or llm.n_active >= llm.quota_seqs:
+        for i, llm in self._rotations[self._last_prefill + 1]:
+            if not llm.waiting or llm.prefill_busy or llm.n_active >= llm.quota_seqs:
                 continue
             units = self._pf_units[i]
             if not sm.try_acquire(units):
@@ -253,10 +251,7 @@ class ADBSScheduler(MeshScheduler):
             jobs.append(self._prefill_job(llm, batch, llm.prefill_pct, units))
         if starved:
             return jobs  # prefill priority: hold decodes until the prefill gets its SMs
-        start = self._last_decode + 1
-        for k in range(n):
-            i = (start + k) % n
-            llm = llms[i]
+        for i, llm in self._rotations[self._last_decode + 1]:
             if llm.decode_busy or not (llm.running or llm.pending):
                 continue
             units = self._dec_units[i]
@@ -267,7 +262,8 @@ class ADBSScheduler(MeshScheduler):
                 sm.release(units)
                 continue
             self._last_decode = i
-            jobs.append(self._decode_job(llm, b, llm.decode_pct, units))
+            llm.decode_busy = True
+            jobs.append(Job(DECODE, llm, llm.decode_pct, units, llm.ctx + b, b))
         return jobs
 
 
