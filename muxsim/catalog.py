@@ -159,9 +159,11 @@ MODELS: dict[str, ModelSpec] = {
            "llama1-paper; muxserve-ref"),
         _m("llama-65b", 80, 8192, 64, 64, 22016, 32000, 65_285_660_672, 4, 8, "llama-65b",
            "llama1-paper; muxserve-ref"),
-        _m("llama-2-7b", 32, 4096, 32, 32, 11008, 32000, 6_738_415_616, 1, 1, None,
+        # Llama-2 7B/13B have LLaMA-1's architecture (only the context grew), so they use its
+        # measured latency profile.
+        _m("llama-2-7b", 32, 4096, 32, 32, 11008, 32000, 6_738_415_616, 1, 1, "llama-7b",
            "llama2-paper"),
-        _m("llama-2-13b", 40, 5120, 40, 40, 13824, 32000, 13_015_864_320, 1, 2, None,
+        _m("llama-2-13b", 40, 5120, 40, 40, 13824, 32000, 13_015_864_320, 1, 2, "llama-13b",
            "llama2-paper"),
         _m("llama-2-70b", 80, 8192, 64, 8, 28672, 32000, 68_976_648_192, 4, 8, None,
            "llama2-paper"),

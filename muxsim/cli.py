@@ -102,6 +102,7 @@ def run(
         requests = pd.concat([r.requests for r in runs], ignore_index=True)
         summary = metrics.summarize(requests, cfg.slo.scales, cfg.slo.goodput_scale,
                                     group_cols=("cell", "strategy"))
+        summary["latency_source"] = _latency_source_column(summary, requests)
         ratios = metrics.ratios(summary, reference="muxserve") if "muxserve" in cfg.strategies and len(cfg.strategies) > 1 else None
         roofline = sorted({m for r in runs for m, s in r.latency_sources.items() if s == "roofline"})
         scaled = sorted({m for r in runs for m, s in r.latency_sources.items() if s == "fitted-scaled"})
@@ -122,6 +123,7 @@ def run(
         try:
             report.write_outputs(requests, summary, ratios, staging, cfg.model_dump(mode="json"),
                                  cfg.seed, __version__, extra=facts)
+            _save_workloads(cfg, staging)
             _swap_into_place(staging, out_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -136,6 +138,44 @@ def run(
             f"{n_req:,} requests in {wall:.1f} s wall ({jobs} jobs): {n_req / max(cpu_s, 1e-9):,.0f} "
             f"simulated requests per CPU second, {sim_s / max(cpu_s, 1e-9):,.0f} simulated s per CPU second")
         console.print(f"outputs: {out_dir}")
+
+    _guarded(go)
+
+
+def _latency_source_column(summary, requests):
+    """Per summary row, the latency model behind it: fitted, fitted-scaled or roofline (joined
+    with '+' on overall rows that mix them)."""
+    keys = ["cell", "strategy", "llm"]
+    per_llm = requests.groupby(keys, sort=False)["latency_source"].first()
+    per_group = requests.groupby(["cell", "strategy"], sort=False)["latency_source"].agg(
+        lambda s: "+".join(sorted(set(s))))
+    return [per_group[(c, s)] if llm == "all" else per_llm[(c, s, llm)]
+            for c, s, llm in zip(summary["cell"], summary["strategy"], summary["llm"])]
+
+
+def _save_workloads(cfg, folder: Path) -> list[Path]:
+    """Write each cell's workload as ``workload_<cell index>.parquet`` (replay it with
+    ``workload.file``)."""
+    from muxsim.runner import cell_workload
+    from muxsim.workload import save_workload
+
+    return [save_workload(cell_workload(cfg, cell, k), folder / f"workload_{k}.parquet")
+            for k, cell in enumerate(cfg.cells())]
+
+
+@app.command()
+def workload(
+    config: Path = typer.Argument(..., help="experiment YAML"),
+    out: Path = typer.Option(..., "--out", help="folder for workload_<cell index>.parquet files"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+):
+    """Draw every cell's workload and save it as Parquet, without simulating."""
+
+    def go():
+        cfg = _load(config, seed)
+        out.mkdir(parents=True, exist_ok=True)
+        for k, (path, cell) in enumerate(zip(_save_workloads(cfg, out), cfg.cells())):
+            console.print(f"{cell.label}: {path}")
 
     _guarded(go)
 

@@ -145,15 +145,25 @@ class WorkloadConfig(_Strict):
     ``arrival``: ``poisson`` or ``gamma`` (with coefficient of variation ``cv``).
     ``max_requests_per_llm`` caps each LLM's request count. ``drain_limit_s`` bounds simulated
     time after the last arrival; requests unfinished then are reported with that reason.
+    ``file``: replay a saved workload (Parquet, :func:`muxsim.workload.save_workload` schema)
+    instead of drawing one; per-LLM rates for placement and quotas are then its request counts
+    over its span, and ``duration_s`` may be omitted.
     """
 
-    duration_s: float = Field(gt=0)
+    duration_s: float | None = Field(default=None, gt=0)
+    file: str | None = None
     arrival: Literal["poisson", "gamma"] = "poisson"
     cv: float = Field(default=1.0, gt=0)
     lengths: LengthsConfig = LengthsConfig()
     popularity: PopularityConfig | None = None
     max_requests_per_llm: int | None = Field(default=None, ge=1)
     drain_limit_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _duration_or_file(self):
+        if self.duration_s is None and self.file is None:
+            raise ValueError("duration_s is required (seconds > 0) unless a workload 'file' is replayed")
+        return self
 
 
 class SLOConfig(_Strict):
@@ -214,7 +224,7 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _rates_defined(self):
         fixed = [g.rate is not None for g in self.llms]
-        if self.workload.popularity is None and not all(fixed):
+        if self.workload.popularity is None and self.workload.file is None and not all(fixed):
             raise ValueError(
                 "workload.popularity is missing and some llms have no 'rate': give every LLM "
                 "group a rate (req/s) or set workload.popularity {alpha, max_rate}"
@@ -249,6 +259,8 @@ class ExperimentConfig(_Strict):
         from muxsim.workload import popularity_rates
 
         n = sum(g.count for g in self.llms)
+        if self.workload.file is not None:
+            return [replay_cell(self.workload.file, self.llm_names())]
         fixed = [g.rate for g in self.llms for _ in range(g.count)]
         pop = self.workload.popularity
         if pop is None:
@@ -277,6 +289,28 @@ class Cell(BaseModel):
     label: str
     params: dict[str, float]
     rates: list[float]
+
+
+def replay_cell(path: str, names: list[str]) -> Cell:
+    """The single cell of a replayed workload file: per-LLM rates = requests / span (req/s).
+
+    Raises:
+        ConfigError: unreadable file, or LLMs in the file that the config does not list.
+    """
+    from muxsim.workload import load_workload
+
+    try:
+        wl = load_workload(path)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        raise ConfigError(f"workload.file: {e}") from None
+    unknown = sorted(set(wl["llm"]) - set(names))
+    if unknown:
+        raise ConfigError(f"workload.file names LLMs the config does not list: {unknown[:5]}; listed: llm-0..llm-{len(names) - 1}")
+    span = max(float(wl["arrival_s"].max()) if len(wl) else 0.0, 1e-9)
+    counts = wl["llm"].value_counts()
+    # an LLM with no request still needs a positive rate for placement and KV quotas
+    rates = [max(float(counts.get(n, 0)) / span, 1e-3) for n in names]
+    return Cell(label=f"replay={Path(path).stem}", params={}, rates=rates)
 
 
 def _format_validation_error(err: ValidationError) -> str:
@@ -315,6 +349,11 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
         raise ConfigError(f"{p}: expected a mapping of experiment keys at the top level")
     if overrides:
         raw = {**raw, **overrides}
+    wl = raw.get("workload")
+    if isinstance(wl, dict) and isinstance(wl.get("file"), str):
+        f = Path(wl["file"])
+        if not f.is_absolute() and not f.exists() and (p.parent / f).exists():
+            raw = {**raw, "workload": {**wl, "file": str(p.parent / f)}}
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as e:

@@ -9,6 +9,7 @@ order, so the output does not depend on ``jobs``.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -29,10 +30,10 @@ from muxsim.core.placement import (
 )
 from muxsim.perf import get_latency_model
 from muxsim.sim.driver import simulate
-from muxsim.workload import EmpiricalLengths, FixedLengths, generate_workload
+from muxsim.workload import EmpiricalLengths, FixedLengths, generate_workload, load_workload
 
 __all__ = ["CellRun", "lengths_sampler", "cell_seed", "cell_workload", "cell_placement",
-           "run_experiment", "placement_for", "preflight"]
+           "run_experiment", "placement_for", "preflight", "workload_means"]
 
 
 @dataclass
@@ -63,20 +64,37 @@ def cell_seed(cfg: ExperimentConfig, cell_index: int) -> int:
 
 
 def cell_workload(cfg: ExperimentConfig, cell: Cell, cell_index: int) -> pd.DataFrame:
-    """Draw the cell's workload (see :func:`muxsim.workload.generate_workload`)."""
+    """Draw the cell's workload (see :func:`muxsim.workload.generate_workload`), or read the
+    replayed file."""
     w = cfg.workload
+    if w.file is not None:
+        return load_workload(w.file)
     return generate_workload(cfg.llm_names(), cell.rates, w.duration_s, lengths_sampler(cfg),
                              seed=cell_seed(cfg, cell_index), process=w.arrival, cv=w.cv,
                              max_requests_per_llm=w.max_requests_per_llm)
 
 
-def _context(cfg: ExperimentConfig, cell: Cell) -> PlacementContext:
+@lru_cache(maxsize=8)
+def _file_means(path: str) -> tuple[float, float]:
+    wl = load_workload(path)
+    return float(wl["prompt_tokens"].mean()), float(wl["output_tokens"].mean())
+
+
+def workload_means(cfg: ExperimentConfig) -> tuple[float, float]:
+    """Mean prompt and output tokens of the config's workload (the replayed file's when given)."""
+    if cfg.workload.file is not None:
+        return _file_means(cfg.workload.file)
     lengths = lengths_sampler(cfg)
+    return lengths.mean_prompt, lengths.mean_output
+
+
+def _context(cfg: ExperimentConfig, cell: Cell) -> PlacementContext:
+    mean_prompt, mean_output = workload_means(cfg)
     demands = [LLMDemand(n, get_model(m), r)
                for n, m, r in zip(cfg.llm_names(), cfg.llm_models(), cell.rates)]
     s = cfg.scheduler
     return PlacementContext(demands, get_gpu(cfg.cluster.gpu), get_latency_model(cfg.cluster.gpu),
-                            lengths.mean_prompt, lengths.mean_output, s.activation_reserve_gib,
+                            mean_prompt, mean_output, s.activation_reserve_gib,
                             s.context_reserve_gib, s.max_num_seqs,
                             100.0 * (s.sm_units + s.sm_overload_units) / s.sm_units)
 
@@ -124,8 +142,7 @@ def cell_placement(args) -> Placement:
 def _seq_tokens(cfg: ExperimentConfig) -> int:
     if cfg.scheduler.quota_seq_tokens is not None:
         return cfg.scheduler.quota_seq_tokens
-    lengths = lengths_sampler(cfg)
-    return int(round(lengths.mean_prompt + lengths.mean_output))
+    return int(round(sum(workload_means(cfg))))
 
 
 def run_cell(args) -> CellRun:
