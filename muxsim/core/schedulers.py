@@ -173,11 +173,23 @@ class ADBSScheduler(MeshScheduler):
         llm.quota_seqs = max(1, min(self.max_num_seqs, llm.quota_blocks // self._seq_blocks(llm)))
 
     def _on_decode_done(self, llm, batch):
-        w = self._window[llm.slot]
+        slot = llm.slot
+        w = self._window[slot]
         if len(w) == w.maxlen:
-            self._window_sum[llm.slot] -= w[0]
+            self._window_sum[slot] -= w[0]
         w.append(batch)
-        self._window_sum[llm.slot] += batch
+        self._window_sum[slot] += batch
+
+    def complete(self, job: Job, now: float) -> list[Request]:
+        # same as MeshScheduler.complete, flattened: this runs once per decode iteration
+        self.sm.in_use -= job.units
+        llm = job.llm
+        if job.kind == PREFILL:
+            llm.prefill_busy = False
+            return llm.complete_prefill(job.reqs, self.pool, now)
+        llm.decode_busy = False
+        self._on_decode_done(llm, job.n_seqs)
+        return llm.complete_decode(self.pool, now)
 
     def mean_batch(self, slot: int) -> float:
         """Mean decode batch size of LLM ``slot`` over its last ``adapt_window_jobs`` decodes."""

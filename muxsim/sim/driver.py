@@ -197,7 +197,12 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
         while jobs:
             n_jobs += len(jobs)
             if len(jobs) == 1:
-                first, t_first = jobs[0], t + duration(jobs[0])
+                first = jobs[0]
+                c = first.llm.curve
+                if first.kind == PREFILL:
+                    t_first = t + c.prefill_s(first.n_tokens, first.n_seqs, first.sm_pct)
+                else:
+                    t_first = t + c.decode_s(first.n_seqs, first.n_tokens, first.sm_pct)
                 others = ()
             else:
                 timed = [(t + duration(j), k, j) for k, j in enumerate(jobs)]
@@ -205,7 +210,9 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
                 others = [(te, j) for te, _, j in timed if j is not first]
             horizon = mesh_arrivals[m][arrived[m]]
             if ends:
-                horizon = min(horizon, min(ends))
+                e = min(ends)
+                if e < horizon:
+                    horizon = e
             if fast_forward and t_first < horizon and t_first < stop_at:
                 for te, j in others:
                     start(m, j, te)
