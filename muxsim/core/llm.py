@@ -74,14 +74,15 @@ class LLMRuntime:
     """One served LLM on one mesh: its queue, running batch and counters.
 
     Args:
-        index: index in the run's LLM list (also the KV pool's per-LLM slot on its mesh is
-            ``slot``).
+        index: index in the run's LLM list.
         name: e.g. ``"llm-3"``.
         model: catalog architecture.
         tp: tensor-parallel degree (GPUs of its mesh).
         prefill_pct, decode_pct: SM shares (%) of its prefill and decode jobs.
         rate: expected arrival rate (req/s), used for KV quotas.
-        slot: its index among the LLMs of its mesh.
+        slot: its index among the LLMs of its mesh (its slot in the mesh's KV pool).
+
+    ``mesh`` is the index of its mesh, set by whoever builds the meshes (-1 until then).
     """
 
     def __init__(self, index: int, name: str, model: ModelSpec, tp: int, prefill_pct: float,
@@ -107,21 +108,25 @@ class LLMRuntime:
         self.decode_busy = False
         self.quota_seqs = 1 << 30  # max admitted sequences (ADBS sets it)
         self.quota_blocks = 0
+        self.mesh = -1
         self.curve = None  # a driver's latency handle; the policy never reads it
         self.n_preempted = 0
 
     # ---- queue ---------------------------------------------------------------------------
     def oldest_arrival(self) -> float:
-        """Arrival time (s) of its oldest waiting or running request; inf when it has none."""
+        """Arrival time (s) of its oldest request: the head of its queue, the first request of
+        its running batch and of its prefilled-but-not-joined list; inf when it has none.
+
+        O(1): admission is FIFO, so the first joined request is the oldest running one, except
+        a recomputed (preempted) request, which rejoins at the end of the batch.
+        """
         t = self.waiting[0].arrival if self.waiting else float("inf")
-        for r in self.running.values():  # insertion order: the first is the oldest joined
-            if r.arrival < t:
-                t = r.arrival
-            break
-        for r in self.pending:
-            if r.arrival < t:
-                t = r.arrival
-            break
+        if self.running:
+            a = next(iter(self.running.values())).arrival
+            if a < t:
+                t = a
+        if self.pending and self.pending[0].arrival < t:
+            t = self.pending[0].arrival
         return t
 
     def has_decode_work(self) -> bool:
