@@ -180,17 +180,6 @@ class ADBSScheduler(MeshScheduler):
         w.append(batch)
         self._window_sum[slot] += batch
 
-    def complete(self, job: Job, now: float) -> list[Request]:
-        # same as MeshScheduler.complete, flattened: this runs once per decode iteration
-        self.sm.in_use -= job.units
-        llm = job.llm
-        if job.kind == PREFILL:
-            llm.prefill_busy = False
-            return llm.complete_prefill(job.reqs, self.pool, now)
-        llm.decode_busy = False
-        self._on_decode_done(llm, job.n_seqs)
-        return llm.complete_decode(self.pool, now)
-
     def mean_batch(self, slot: int) -> float:
         """Mean decode batch size of LLM ``slot`` over its last ``adapt_window_jobs`` decodes."""
         w = self._window[slot]
