@@ -277,12 +277,38 @@ def test_muxserve_overlaps_jobs_so_beats_temporal_on_a_shared_mesh():
 
 
 @pytest.mark.parametrize("strategy", ["muxserve", "temporal", "spatial"])
-def test_fast_forward_gives_the_same_results_as_event_by_event(strategy):
+@pytest.mark.parametrize("pressure", [False, True])
+def test_fast_forward_gives_the_same_results_as_event_by_event(strategy, pressure):
+    """Processing a mesh's job ends ahead of the SimPy clock (up to its next arrival) must not
+    change anything: same records, same job count, same end time; with memory pressure
+    (preemptions) and with a drain limit cutting the run short."""
     names = ["llm-0", "llm-1", "llm-2"]
     wl = _random_workload(21, 3, 500, 15.0)
     sm = {"llm-0": (80.0, 50.0), "llm-1": (80.0, 40.0), "llm-2": (90.0, 30.0)}
-    runs = [simulate(_one_mesh(names, gpus=2, sm=sm), strategy, wl, names, [M7, M7, M13], [20.0, 10.0, 3.0],
-                     GPU, LAT, SchedulerConfig(), seq_tokens=600, fast_forward=ff) for ff in (False, True)]
-    pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests, check_exact=True)
-    assert runs[0].n_jobs == runs[1].n_jobs
-    assert runs[0].sim_time_s == runs[1].sim_time_s
+    cfg = SchedulerConfig(activation_reserve_gib=14.0) if pressure else SchedulerConfig()
+    for drain in (None, 5.0):
+        runs = [simulate(_one_mesh(names, gpus=2, sm=sm), strategy, wl, names, [M7, M7, M13], [20.0, 10.0, 3.0],
+                         GPU, LAT, cfg, seq_tokens=600, drain_limit_s=drain, fast_forward=ff) for ff in (False, True)]
+        pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests, check_exact=True)
+        assert runs[0].n_jobs == runs[1].n_jobs
+        assert runs[0].sim_time_s == runs[1].sim_time_s
+        if pressure and drain is None:
+            assert runs[0].requests.preemptions.sum() > 0
+        if drain is not None:
+            assert (~runs[0].requests.finished).any()
+
+
+def test_fast_forward_is_exact_across_several_meshes():
+    names = [f"llm-{i}" for i in range(5)]
+    models = [M7, M7, M13, M7, M13]
+    placement = Placement([
+        MeshPlan(0, 0, 1, ("llm-0",), {"llm-0": (80.0, 60.0)}),
+        MeshPlan(0, 1, 2, ("llm-1", "llm-2"), {"llm-1": (80.0, 50.0), "llm-2": (90.0, 40.0)}),
+        MeshPlan(0, 3, 1, ("llm-3", "llm-4"), {"llm-3": (80.0, 40.0), "llm-4": (90.0, 30.0)}),
+    ], method="explicit")
+    wl = _random_workload(4, 5, 800, 20.0)
+    for strategy in ("muxserve", "temporal"):
+        runs = [simulate(placement, strategy, wl, names, models, [12.0, 8.0, 4.0, 3.0, 1.0], GPU, LAT,
+                         SchedulerConfig(), seq_tokens=600, fast_forward=ff) for ff in (False, True)]
+        pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests, check_exact=True)
+        assert runs[0].n_jobs == runs[1].n_jobs

@@ -1,12 +1,14 @@
 """SimPy driver: replays a workload through the policy core with job durations from a latency model.
 
-One SimPy process walks the arrivals; every job is a SimPy timeout whose callback tells the
-mesh's scheduler that it finished and asks it for the next jobs. Nothing about scheduling lives
-here: the driver only gives the policy core time.
+One SimPy process walks the arrivals; job ends are SimPy wake-ups that tell the mesh's scheduler
+that a job finished and ask it for the next jobs. Nothing about scheduling lives here: the
+driver only gives the policy core time.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -164,78 +166,56 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
     n_jobs = 0
     mesh_of = [rt.mesh for rt in runtimes]
     n_meshes = len(scheds)
-    inflight: list[list[float]] = [[] for _ in range(n_meshes)]  # end times of SimPy-timed jobs
-    # Per mesh, its arrival times in order and how many have arrived: the next arrival bounds
-    # how far a mesh may run ahead of the SimPy clock (see run_jobs).
+    # Per mesh: its arrival times in order and how many have arrived. Meshes share nothing, so
+    # a mesh's own job completions can be processed ahead of the SimPy clock up to its next
+    # arrival (see advance).
     mesh_arrivals: list[list[float]] = [[] for _ in range(n_meshes)]
     for k in order.tolist():
         mesh_arrivals[mesh_of[reqs[k].llm]].append(reqs[k].arrival)
     for a in mesh_arrivals:
         a.append(math.inf)
     arrived = [0] * n_meshes
+    local: list[list] = [[] for _ in range(n_meshes)]  # heap of (end time, seq, job) in flight
+    wakeups: list[list[float]] = [[] for _ in range(n_meshes)]  # pending SimPy wake-up times
+    seq = itertools.count()
     last_arrival = float(arrivals.max()) if len(arrivals) else 0.0
     stop_at = math.inf if drain_limit_s is None else last_arrival + drain_limit_s
 
-    def duration(job) -> float:
-        c = job.llm.curve
-        if job.kind == PREFILL:
-            return c.prefill_s(job.n_tokens, job.n_seqs, job.sm_pct)
-        return c.decode_s(job.n_seqs, job.n_tokens, job.sm_pct)
-
-    def run_jobs(m: int, jobs, t: float) -> None:
-        """Start ``jobs`` on mesh ``m`` at time ``t``.
-
-        A job that ends before the mesh's next arrival and before every other job in flight on
-        the mesh cannot be disturbed: the scheduler is told of its end and asked for the next
-        jobs at once, without a SimPy event. The policy sees exactly the calls and times it
-        would see event by event; only the event queue is spared. ``fast_forward=False``
-        turns this off (the tests check both give identical results).
-        """
+    def start(m: int, jobs, t: float) -> None:
         nonlocal n_jobs
-        sched = scheds[m]
-        ends = inflight[m]
-        while jobs:
-            n_jobs += len(jobs)
-            if len(jobs) == 1:
-                first = jobs[0]
-                c = first.llm.curve
-                if first.kind == PREFILL:
-                    t_first = t + c.prefill_s(first.n_tokens, first.n_seqs, first.sm_pct)
-                else:
-                    t_first = t + c.decode_s(first.n_seqs, first.n_tokens, first.sm_pct)
-                others = ()
+        h = local[m]
+        for job in jobs:
+            c = job.llm.curve
+            if job.kind == PREFILL:
+                d = c.prefill_s(job.n_tokens, job.n_seqs, job.sm_pct)
             else:
-                timed = [(t + duration(j), k, j) for k, j in enumerate(jobs)]
-                t_first, _, first = min(timed)
-                others = [(te, j) for te, _, j in timed if j is not first]
-            horizon = mesh_arrivals[m][arrived[m]]
-            if ends:
-                e = min(ends)
-                if e < horizon:
-                    horizon = e
-            if fast_forward and t_first < horizon and t_first < stop_at:
-                for te, j in others:
-                    start(m, j, te)
-                sched.complete(first, t_first)
-                t = t_first
-                jobs = sched.schedule(t)
-                continue
-            start(m, first, t_first)
-            for te, j in others:
-                start(m, j, te)
-            return
+                d = c.decode_s(job.n_seqs, job.n_tokens, job.sm_pct)
+            heapq.heappush(h, (t + d, next(seq), job))
+        n_jobs += len(jobs)
 
-    def start(m: int, job, t_end: float) -> None:
-        inflight[m].append(t_end)
-        env.timeout(t_end - env.now, (job, t_end)).callbacks.append(on_done)
-
-    def on_done(ev) -> None:
-        job, t = ev.value
-        m = job.llm.mesh
-        inflight[m].remove(t)
+    def advance(m: int, due: float) -> None:
+        """Complete mesh ``m``'s jobs that end by ``due``, then, with ``fast_forward``, those that
+        end before its next arrival: nothing else can touch the mesh until then, so the policy
+        sees exactly the calls and times it would see event by event (a test checks that both
+        give identical results). Then make sure a SimPy wake-up waits for its next job end."""
+        h = local[m]
         sched = scheds[m]
-        sched.complete(job, t)
-        run_jobs(m, sched.schedule(t), t)
+        horizon = mesh_arrivals[m][arrived[m]] if fast_forward else -math.inf
+        if stop_at < horizon:
+            horizon = stop_at
+        while h and (h[0][0] <= due or h[0][0] < horizon):
+            t, _, job = heapq.heappop(h)
+            sched.complete(job, t)
+            start(m, sched.schedule(t), t)
+        w = wakeups[m]
+        if h and (not w or h[0][0] < w[0]):
+            heapq.heappush(w, h[0][0])
+            env.timeout(h[0][0] - env.now, (m, h[0][0])).callbacks.append(wake)
+
+    def wake(ev) -> None:
+        m, t = ev.value
+        heapq.heappop(wakeups[m])  # SimPy fires them in time order: this is the earliest
+        advance(m, t)
 
     def arrive():
         for k in order.tolist():
@@ -249,7 +229,8 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
             if not sched.add(r):
                 reasons[k] = REJECTED
                 continue
-            run_jobs(m, sched.schedule(t), t)
+            start(m, sched.schedule(t), t)
+            advance(m, -math.inf)
 
     env.process(arrive())
     if drain_limit_s is None:
