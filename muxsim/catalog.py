@@ -15,6 +15,7 @@ Sources (abbreviations used in the ``source`` fields):
   ``mistralai/Mistral-7B-v0.1`` ``config.json``.
 - ``muxserve-ref``: MuxServe's public implementation (hao-ai-lab/MuxServe), placement
   constants: smallest mesh and compute weight per LLaMA size (see ../shared/docs/muxserve.md §4).
+- ``muxsim-defined``: small models and a CPU "device" defined here for CPU validation runs.
 - GPU figures: NVIDIA A100 datasheet (2021, SXM4 80GB), NVIDIA H100 datasheet (SXM5),
   NVIDIA H200 datasheet (SXM); dense (not sparse) tensor-core FP16/BF16 throughput.
 """
@@ -170,6 +171,10 @@ MODELS: dict[str, ModelSpec] = {
         _m("llama-3-8b", 32, 4096, 32, 8, 14336, 128256, 8_030_261_248, 1, 1, None, "llama3"),
         _m("llama-3-70b", 80, 8192, 64, 8, 28672, 128256, 70_553_706_496, 4, 8, None, "llama3"),
         _m("mistral-7b", 32, 4096, 32, 8, 14336, 32000, 7_241_732_096, 1, 1, None, "mistral"),
+        # Small Llama-architecture models for CPU validation runs (random weights); parameter
+        # counts are those of transformers' LlamaForCausalLM with these sizes (untied embeddings).
+        _m("llama-tiny-s", 4, 256, 4, 4, 688, 2048, 4_212_992, 1, 1, "llama-tiny-s", "muxsim-defined"),
+        _m("llama-tiny-m", 8, 512, 8, 8, 1376, 2048, 27_402_752, 1, 1, "llama-tiny-m", "muxsim-defined"),
     ]
 }
 
@@ -183,6 +188,10 @@ GPUS: dict[str, GPUSpec] = {
                 "NVIDIA H100 Tensor Core GPU datasheet (SXM5)"),
         GPUSpec("h200-141gb", 132, 141 * 10**9, 989.4e12, 4.8e12,
                 "NVIDIA H200 Tensor Core GPU datasheet (SXM)"),
+        # One CPU core holding single-thread partitions, for the CPU validation miniature: its
+        # latency comes from calibration; the FLOP/s and bandwidth are nominal (an AVX2 core
+        # at fp32, one DDR4 channel) and only feed the roofline fallback.
+        GPUSpec("cpu-core", 1, 4 * GIB, 50e9, 10e9, "nominal x86-64 core (muxsim-defined)"),
     ]
 }
 

@@ -183,7 +183,9 @@ class SLOConfig(_Strict):
 class SchedulerConfig(_Strict):
     """Scheduler knobs; defaults are MuxServe's reference constants (../shared/docs/muxserve.md).
 
-    Memory figures are GiB per GPU.
+    Memory figures are GiB per GPU. ``sm_units`` units of 100 / sm_units % each, plus
+    ``sm_overload_units``, bound the jobs a mesh runs at once. ``overlap_phases``: an LLM's
+    prefill and decode jobs may overlap (False where one partition runs both, e.g. CPU).
     """
 
     sm_units: int = Field(default=10, ge=1)
@@ -195,6 +197,7 @@ class SchedulerConfig(_Strict):
     activation_reserve_gib: float = Field(default=6.0, ge=0)
     context_reserve_gib: float = Field(default=0.8, ge=0)
     quota_seq_tokens: int | None = Field(default=None, ge=1)
+    overlap_phases: bool = True
 
 
 class MeshConfig(_Strict):

@@ -312,3 +312,20 @@ def test_fast_forward_is_exact_across_several_meshes():
                          SchedulerConfig(), seq_tokens=600, fast_forward=ff) for ff in (False, True)]
         pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests, check_exact=True)
         assert runs[0].n_jobs == runs[1].n_jobs
+
+
+def test_overlap_phases_off_keeps_an_llms_prefill_and_decode_apart():
+    a = LLMRuntime(0, "a", M7, 1, 50, 50, 1.0)
+    b = LLMRuntime(1, "b", M7, 1, 50, 50, 1.0)
+    sched = ADBSScheduler([a, b], kv_blocks=200_000, seq_tokens=512, overlap_phases=False,
+                          sm_units=2, sm_overload_units=0)
+    assert sched._pf_units == [1, 1]  # 50 % of a 2-unit mesh is one unit
+    sched.add(Request(0, 0, 0.0, 64, 8))
+    (job,) = sched.schedule(0.0)
+    sched.complete(job, 0.1)
+    sched.add(Request(1, 0, 0.1, 64, 8))
+    sched.add(Request(2, 1, 0.1, 64, 8))
+    jobs = sched.schedule(0.1)
+    # a's decode and a's new prefill would overlap: only one of a's jobs runs, b's prefill too
+    assert sorted((j.llm.name, j.kind) for j in jobs) == [("a", PREFILL), ("b", PREFILL)]
+    assert sched.sm.in_use == 2

@@ -141,12 +141,17 @@ class ADBSScheduler(MeshScheduler):
         adaptive: rebalance quotas (ADBS) or keep them fixed (the reference's round robin).
         adapt_interval_s: seconds between rebalances (reference: 8).
         adapt_window_jobs: decode jobs whose batch sizes define utilisation (reference: 500).
+        overlap_phases: an LLM's prefill and decode jobs may run at the same time (MuxServe runs
+            them in separate processes); False when one partition holds both, as in the CPU
+            engine.
     """
 
     def __init__(self, llms, kv_blocks, seq_tokens: int, adaptive: bool = True,
-                 adapt_interval_s: float = 8.0, adapt_window_jobs: int = 500, **kw):
+                 adapt_interval_s: float = 8.0, adapt_window_jobs: int = 500,
+                 overlap_phases: bool = True, **kw):
         super().__init__(llms, kv_blocks, **kw)
         self.adaptive = adaptive
+        self.overlap_phases = overlap_phases
         self.adapt_interval_s = adapt_interval_s
         self.seq_tokens = seq_tokens
         self._next_adapt = adapt_interval_s
@@ -154,8 +159,9 @@ class ADBSScheduler(MeshScheduler):
         self._last_decode = -1
         self._window = [deque(maxlen=adapt_window_jobs) for _ in llms]
         self._window_sum = [0] * len(llms)
-        self._pf_units = [units_for_share(l.prefill_pct) for l in llms]
-        self._dec_units = [units_for_share(l.decode_pct) for l in llms]
+        unit_pct = 100.0 / self.sm.units
+        self._pf_units = [units_for_share(l.prefill_pct, unit_pct) for l in llms]
+        self._dec_units = [units_for_share(l.decode_pct, unit_pct) for l in llms]
         n = len(llms)
         # round-robin orders starting at each LLM (index n wraps to 0), built once
         self._rotations = [[(j % n, llms[j % n]) for j in range(k, k + n)] for k in range(n + 1)]
@@ -240,6 +246,8 @@ class ADBSScheduler(MeshScheduler):
         for i, llm in self._rotations[self._last_prefill + 1]:
             if not llm.waiting or llm.prefill_busy or llm.n_active >= llm.quota_seqs:
                 continue
+            if llm.decode_busy and not self.overlap_phases:
+                continue
             units = self._pf_units[i]
             if not sm.try_acquire(units):
                 starved = True
@@ -254,6 +262,8 @@ class ADBSScheduler(MeshScheduler):
             return jobs  # prefill priority: hold decodes until the prefill gets its SMs
         for i, llm in self._rotations[self._last_decode + 1]:
             if llm.decode_busy or not (llm.running or llm.pending):
+                continue
+            if llm.prefill_busy and not self.overlap_phases:
                 continue
             units = self._dec_units[i]
             if not sm.try_acquire(units):

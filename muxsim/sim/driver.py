@@ -93,7 +93,8 @@ def build_schedulers(placement: Placement, strategy: str, names: Sequence[str],
         if strategy in ("muxserve", "roundrobin"):
             s = ADBSScheduler(llms, blocks, seq_tokens=seq_tokens, adaptive=strategy == "muxserve",
                               adapt_interval_s=cfg.adapt_interval_s,
-                              adapt_window_jobs=cfg.adapt_window_jobs, **common)
+                              adapt_window_jobs=cfg.adapt_window_jobs,
+                              overlap_phases=cfg.overlap_phases, **common)
         elif strategy in ("spatial", "temporal"):
             s = FCFSScheduler(llms, blocks, **common)
         else:
