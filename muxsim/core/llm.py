@@ -111,6 +111,8 @@ class LLMRuntime:
         self.mesh = -1
         self.curve = None  # a driver's latency handle; the policy never reads it
         self.n_preempted = 0
+        # a live driver sets a list here to learn which requests to evict from its engine
+        self.evicted: list[Request] | None = None
 
     # ---- queue ---------------------------------------------------------------------------
     def oldest_arrival(self) -> float:
@@ -228,6 +230,8 @@ class LLMRuntime:
             r.preemptions += 1
             self.n_preempted += 1
             self.waiting.appendleft(r)
+            if self.evicted is not None:
+                self.evicted.append(r)
         return len(self.running)
 
     def complete_decode(self, pool, now: float) -> list[Request]:

@@ -23,18 +23,9 @@ from muxsim.core.llm import LLMRuntime, Request
 from muxsim.core.memory import kv_blocks_per_gpu
 from muxsim.core.placement import Placement
 from muxsim.core.schedulers import PREFILL, ADBSScheduler, FCFSScheduler, MeshScheduler
+from muxsim.records import DRAINED, REJECTED, STALLED, request_table
 
-__all__ = ["SimResult", "build_schedulers", "simulate", "slo_base_latency", "REQUEST_COLUMNS"]
-
-#: Columns of the per-request table :func:`simulate` returns (times in simulated seconds).
-REQUEST_COLUMNS = (
-    "request_id", "llm", "model", "arrival_s", "prefill_start_s", "first_token_s", "finish_s",
-    "prompt_tokens", "output_tokens", "preemptions", "finished", "reason", "slo_base_s",
-)
-
-REJECTED = "needs more KV blocks than its mesh holds"
-DRAINED = "drain limit reached"
-STALLED = "stalled: no job could run"
+__all__ = ["SimResult", "build_schedulers", "simulate"]
 
 
 @dataclass
@@ -42,7 +33,7 @@ class SimResult:
     """Outcome of one simulation.
 
     Attributes:
-        requests: per-request table with :data:`REQUEST_COLUMNS`.
+        requests: per-request table with :data:`muxsim.records.REQUEST_COLUMNS`.
         sim_time_s: simulated time at the end (s).
         n_jobs: prefill and decode jobs run.
         latency_sources: per model name, ``"fitted"`` or ``"roofline"`` for the curves used.
@@ -104,19 +95,6 @@ def build_schedulers(placement: Placement, strategy: str, names: Sequence[str],
     if missing:
         raise ValueError(f"placement leaves LLMs unplaced: {missing}")
     return scheds, runtimes
-
-
-def slo_base_latency(curve, prompt: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """Latency (s) of each request served alone: one prefill plus ``output`` decode iterations at
-    batch 1 and 100 % SMs, each reading the mean context prompt + output / 2 (MuxServe §9)."""
-    prompt = np.asarray(prompt, dtype=np.int64)
-    output = np.asarray(output, dtype=np.int64)
-    # the curves are scalar functions: evaluate them once per distinct prompt and context
-    up, pi = np.unique(prompt, return_inverse=True)
-    prefill = np.array([curve.prefill_s(int(p), 1, 100.0) for p in up.tolist()])
-    uc, ci = np.unique(prompt + output // 2, return_inverse=True)
-    decode = np.array([curve.decode_s(1, int(c), 100.0) for c in uc.tolist()])
-    return prefill[pi] + output * decode[ci]
 
 
 def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names: Sequence[str],
@@ -239,51 +217,10 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
     else:
         env.run(until=stop_at)
 
-    df = _records(reqs, reasons, names, models, drain_limit_s is not None)
-    base = np.empty(len(reqs))
-    for i, m in enumerate(models):
-        sel = llm_idx == i
-        if sel.any():
-            curve = latency.curve(m, m.min_gpus, gpu)
-            base[sel] = slo_base_latency(curve, prompts[sel], outputs[sel])
-    df["slo_base_s"] = base
+    df = request_table(reqs, reasons, names, models, latency, gpu,
+                       DRAINED if drain_limit_s is not None else STALLED)
     # a mesh may have run ahead of the SimPy clock with its last jobs (see run_jobs)
     end = max(float(env.now), float(np.nanmax(df["finish_s"])) if df["finished"].any() else 0.0)
     return SimResult(df, end, n_jobs, sources)
 
 
-def _records(reqs: list[Request], reasons: list[str], names, models, drained: bool) -> pd.DataFrame:
-    nan = math.nan
-    n = len(reqs)
-    ps = [nan] * n
-    ft = [nan] * n
-    fin = [nan] * n
-    pre = [0] * n
-    for k, r in enumerate(reqs):
-        if r.prefill_start is not None:
-            ps[k] = r.prefill_start
-        if r.first_token is not None:
-            ft[k] = r.first_token
-        if r.finish is not None:
-            fin[k] = r.finish
-        elif not reasons[k]:
-            reasons[k] = DRAINED if drained else STALLED
-        pre[k] = r.preemptions
-    llm_idx = np.fromiter((r.llm for r in reqs), dtype=np.int64, count=n)
-    name_arr = np.asarray(names, dtype=object)
-    model_arr = np.asarray([m.name for m in models], dtype=object)
-    fin_arr = np.asarray(fin)
-    return pd.DataFrame({
-        "request_id": np.arange(n, dtype=np.int64),
-        "llm": name_arr[llm_idx] if n else np.asarray([], dtype=object),
-        "model": model_arr[llm_idx] if n else np.asarray([], dtype=object),
-        "arrival_s": np.fromiter((r.arrival for r in reqs), dtype=float, count=n),
-        "prefill_start_s": np.asarray(ps, dtype=float),
-        "first_token_s": np.asarray(ft, dtype=float),
-        "finish_s": fin_arr,
-        "prompt_tokens": np.fromiter((r.prompt for r in reqs), dtype=np.int64, count=n),
-        "output_tokens": np.fromiter((r.output for r in reqs), dtype=np.int64, count=n),
-        "preemptions": np.asarray(pre, dtype=np.int64),
-        "finished": ~np.isnan(fin_arr),
-        "reason": np.asarray(reasons, dtype=object),
-    })

@@ -1,0 +1,100 @@
+"""Per-request records: the table both the simulator and the live driver write.
+
+Times are seconds from the start of the run (simulated or wall clock).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from muxsim.core.llm import Request
+
+__all__ = ["REQUEST_COLUMNS", "REJECTED", "DRAINED", "STALLED", "slo_base_latency", "request_table"]
+
+#: Columns of the per-request table.
+REQUEST_COLUMNS = (
+    "request_id", "llm", "model", "arrival_s", "prefill_start_s", "first_token_s", "finish_s",
+    "prompt_tokens", "output_tokens", "preemptions", "finished", "reason", "slo_base_s",
+)
+
+REJECTED = "needs more KV blocks than its mesh holds"
+DRAINED = "drain limit reached"
+STALLED = "stalled: no job could run"
+
+
+def slo_base_latency(curve, prompt: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Latency (s) of each request served alone: one prefill plus ``output`` decode iterations at
+    batch 1 and 100 % SMs, each reading the mean context prompt + output / 2 (MuxServe §9)."""
+    prompt = np.asarray(prompt, dtype=np.int64)
+    output = np.asarray(output, dtype=np.int64)
+    # the curves are scalar functions: evaluate them once per distinct prompt and context
+    up, pi = np.unique(prompt, return_inverse=True)
+    prefill = np.array([curve.prefill_s(int(p), 1, 100.0) for p in up.tolist()])
+    uc, ci = np.unique(prompt + output // 2, return_inverse=True)
+    decode = np.array([curve.decode_s(1, int(c), 100.0) for c in uc.tolist()])
+    return prefill[pi] + output * decode[ci]
+
+
+def request_table(reqs: list[Request], reasons: list[str], names, models, latency, gpu,
+                  unfinished_reason: str) -> pd.DataFrame:
+    """Build the per-request table (:data:`REQUEST_COLUMNS`) from the requests of a run.
+
+    Args:
+        reqs: every request of the workload, in workload order.
+        reasons: per request, why it did not finish ("" when unknown yet); requests without a
+            finish time and without a reason get ``unfinished_reason``.
+        names, models: per LLM index.
+        latency, gpu: the latency model and GPU kind for the SLO base latency (the request
+            served alone on its model's smallest mesh).
+    """
+    llm_idx = np.fromiter((r.llm for r in reqs), dtype=np.int64, count=len(reqs))
+    prompts = np.fromiter((r.prompt for r in reqs), dtype=np.int64, count=len(reqs))
+    outputs = np.fromiter((r.output for r in reqs), dtype=np.int64, count=len(reqs))
+    df = _records(reqs, reasons, names, models, unfinished_reason)
+    base = np.empty(len(reqs))
+    for i, m in enumerate(models):
+        sel = llm_idx == i
+        if sel.any():
+            base[sel] = slo_base_latency(latency.curve(m, m.min_gpus, gpu), prompts[sel], outputs[sel])
+    df["slo_base_s"] = base
+    return df
+
+
+def _records(reqs: list[Request], reasons: list[str], names, models, unfinished_reason: str) -> pd.DataFrame:
+    nan = math.nan
+    n = len(reqs)
+    ps = [nan] * n
+    ft = [nan] * n
+    fin = [nan] * n
+    pre = [0] * n
+    for k, r in enumerate(reqs):
+        if r.prefill_start is not None:
+            ps[k] = r.prefill_start
+        if r.first_token is not None:
+            ft[k] = r.first_token
+        if r.finish is not None:
+            fin[k] = r.finish
+        elif not reasons[k]:
+            reasons[k] = unfinished_reason
+        pre[k] = r.preemptions
+    llm_idx = np.fromiter((r.llm for r in reqs), dtype=np.int64, count=n)
+    name_arr = np.asarray(names, dtype=object)
+    model_arr = np.asarray([m.name for m in models], dtype=object)
+    fin_arr = np.asarray(fin)
+    return pd.DataFrame({
+        "request_id": np.arange(n, dtype=np.int64),
+        "llm": name_arr[llm_idx] if n else np.asarray([], dtype=object),
+        "model": model_arr[llm_idx] if n else np.asarray([], dtype=object),
+        "arrival_s": np.fromiter((r.arrival for r in reqs), dtype=float, count=n),
+        "prefill_start_s": np.asarray(ps, dtype=float),
+        "first_token_s": np.asarray(ft, dtype=float),
+        "finish_s": fin_arr,
+        "prompt_tokens": np.fromiter((r.prompt for r in reqs), dtype=np.int64, count=n),
+        "output_tokens": np.fromiter((r.output for r in reqs), dtype=np.int64, count=n),
+        "preemptions": np.asarray(pre, dtype=np.int64),
+        "finished": ~np.isnan(fin_arr),
+        "reason": np.asarray(reasons, dtype=object),
+    })
