@@ -29,6 +29,8 @@ __all__ = [
     "SLOConfig",
     "SchedulerConfig",
     "MeshConfig",
+    "CalibrationGridConfig",
+    "LiveConfig",
     "ExperimentConfig",
     "Cell",
     "load_config",
@@ -125,11 +127,13 @@ class PopularityConfig(_Strict):
 
 
 class LengthsConfig(_Strict):
-    """Prompt/output lengths: ``sharegpt`` (the shipped empirical distribution) or fixed."""
+    """Prompt/output lengths: ``sharegpt`` (the shipped empirical distribution, optionally
+    multiplied by ``scale``, at least 4 tokens) or fixed."""
 
     kind: Literal["sharegpt", "fixed"] = "sharegpt"
     prompt: int | None = Field(default=None, ge=1, le=32768)
     output: int | None = Field(default=None, ge=1, le=32768)
+    scale: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _fixed_needs_values(self):
@@ -200,6 +204,42 @@ class SchedulerConfig(_Strict):
     overlap_phases: bool = True
 
 
+class CalibrationGridConfig(_Strict):
+    """Grid of a calibration sweep (batch sizes, prompt/context lengths in tokens) and its
+    repeats; ``file`` reuses (and resumes) a calibration Parquet instead of a fresh one."""
+
+    batches: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], min_length=1)
+    seqs: list[int] = Field(default_factory=lambda: [32, 64, 128, 256], min_length=1)
+    warmup: int = Field(default=2, ge=0)
+    repeats: int = Field(default=5, ge=1)
+    file: str | None = None
+
+    @field_validator("batches", "seqs")
+    @classmethod
+    def _positive(cls, v):
+        if any(x < 1 for x in v):
+            raise ValueError("must be positive integers")
+        return sorted(set(v))
+
+
+class LiveConfig(_Strict):
+    """The live backend of ``muxsim validate``: engine, device and partition threads, optional
+    local checkpoints per model, and the calibration grid."""
+
+    engine: Literal["transformers", "vllm"] = "transformers"
+    device: str = "cpu"
+    threads: int = Field(default=1, ge=1)
+    checkpoints: dict[str, str] | None = None
+    calibration: CalibrationGridConfig = CalibrationGridConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "cpu" and not v.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {v!r}")
+        return v
+
+
 class MeshConfig(_Strict):
     """An explicit mesh: its node, GPU count, LLM names and their [prefill %, decode %] shares."""
 
@@ -223,6 +263,7 @@ class ExperimentConfig(_Strict):
     slo: SLOConfig = SLOConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     placement: list[MeshConfig] | None = None
+    live: LiveConfig | None = None
 
     @model_validator(mode="after")
     def _rates_defined(self):

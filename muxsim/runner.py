@@ -30,7 +30,7 @@ from muxsim.core.placement import (
 )
 from muxsim.perf import get_latency_model
 from muxsim.sim.driver import simulate
-from muxsim.workload import EmpiricalLengths, FixedLengths, generate_workload, load_workload
+from muxsim.workload import EmpiricalLengths, FixedLengths, ScaledLengths, generate_workload, load_workload
 
 __all__ = ["CellRun", "lengths_sampler", "cell_seed", "cell_workload", "cell_placement",
            "run_experiment", "placement_for", "preflight", "workload_means"]
@@ -55,6 +55,8 @@ def lengths_sampler(cfg: ExperimentConfig):
     lc = cfg.workload.lengths
     if lc.kind == "fixed":
         return FixedLengths(lc.prompt, lc.output)
+    if lc.scale != 1.0:
+        return ScaledLengths(EmpiricalLengths.sharegpt(), lc.scale)
     return EmpiricalLengths.sharegpt()
 
 
@@ -88,25 +90,26 @@ def workload_means(cfg: ExperimentConfig) -> tuple[float, float]:
     return lengths.mean_prompt, lengths.mean_output
 
 
-def _context(cfg: ExperimentConfig, cell: Cell) -> PlacementContext:
+def _context(cfg: ExperimentConfig, cell: Cell, latency=None) -> PlacementContext:
     mean_prompt, mean_output = workload_means(cfg)
     demands = [LLMDemand(n, get_model(m), r)
                for n, m, r in zip(cfg.llm_names(), cfg.llm_models(), cell.rates)]
     s = cfg.scheduler
-    return PlacementContext(demands, get_gpu(cfg.cluster.gpu), get_latency_model(cfg.cluster.gpu),
+    latency = latency if latency is not None else get_latency_model(cfg.cluster.gpu)
+    return PlacementContext(demands, get_gpu(cfg.cluster.gpu), latency,
                             mean_prompt, mean_output, s.activation_reserve_gib,
                             s.context_reserve_gib, s.max_num_seqs,
                             100.0 * (s.sm_units + s.sm_overload_units) / s.sm_units)
 
 
-def placement_for(cfg: ExperimentConfig, cell: Cell, kind: str) -> Placement:
+def placement_for(cfg: ExperimentConfig, cell: Cell, kind: str, latency=None) -> Placement:
     """Placement of a cell: ``kind`` ``"spatial"`` or ``"muxserve"`` (searched, or the config's
-    explicit placement when given).
+    explicit placement when given). ``latency`` replaces the GPU's default latency model.
 
     Raises:
         muxsim.core.placement.PlacementError: nothing feasible.
     """
-    ctx = _context(cfg, cell)
+    ctx = _context(cfg, cell, latency)
     c = cfg.cluster
     if kind == "spatial":
         return spatial_placement(ctx, c.nodes, c.gpus_per_node)
@@ -137,6 +140,11 @@ def cell_placement(args) -> Placement:
     cfg_dict, ci, kind = args
     cfg = ExperimentConfig.model_validate(cfg_dict)
     return placement_for(cfg, cfg.cells()[ci], kind)
+
+
+def seq_tokens(cfg: ExperimentConfig) -> int:
+    """Tokens per sequence ADBS quotas assume: the config's, else mean prompt + output."""
+    return _seq_tokens(cfg)
 
 
 def _seq_tokens(cfg: ExperimentConfig) -> int:

@@ -334,3 +334,16 @@ def test_save_rejects_bad_frame(tmp_path):
     with pytest.raises(ValueError, match="output_tokens"):
         save_workload(df, tmp_path / "w.parquet")
     assert not any(tmp_path.iterdir())
+
+
+def test_scaled_lengths_keep_the_shape_at_a_smaller_size():
+    from muxsim.workload import ScaledLengths
+
+    base = EmpiricalLengths.sharegpt()
+    s = ScaledLengths(base, 0.25)
+    p, o = s.sample(np.random.default_rng(3), 50_000)
+    assert p.min() >= 4 and o.min() >= 4
+    assert abs(o.mean() / (0.25 * base.mean_output) - 1) < 0.03
+    assert abs(s.mean_output - o.mean()) / o.mean() < 0.02
+    with pytest.raises(ValueError):
+        ScaledLengths(base, 0)

@@ -9,7 +9,7 @@ Typical use (the paper's synthetic workload, docs/muxserve.md §8)::
 
 from .arrivals import ARRIVAL_PROCESSES, arrival_times
 from .generate import WORKLOAD_COLUMNS, generate_workload, load_workload, save_workload
-from .lengths import SHAREGPT_LENGTHS_PATH, EmpiricalLengths, FixedLengths, LengthSampler
+from .lengths import SHAREGPT_LENGTHS_PATH, EmpiricalLengths, FixedLengths, LengthSampler, ScaledLengths
 from .popularity import popularity_rates
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "FixedLengths",
     "LengthSampler",
     "SHAREGPT_LENGTHS_PATH",
+    "ScaledLengths",
     "WORKLOAD_COLUMNS",
     "arrival_times",
     "generate_workload",

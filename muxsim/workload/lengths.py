@@ -225,3 +225,46 @@ class FixedLengths:
 
     def __repr__(self) -> str:
         return f"FixedLengths(prompt={self.prompt}, output={self.output})"
+
+
+class ScaledLengths:
+    """Another sampler's lengths multiplied by ``scale`` and rounded, at least ``minimum``
+    tokens each: the shape of a real distribution at a size small models on a CPU can serve.
+
+    Args:
+        base: a length sampler (e.g. ``EmpiricalLengths.sharegpt()``).
+        scale: factor > 0.
+        minimum: smallest length after scaling, tokens >= 1.
+
+    Raises:
+        ValueError: ``scale`` <= 0 or ``minimum`` < 1.
+    """
+
+    def __init__(self, base: LengthSampler, scale: float, minimum: int = 4) -> None:
+        if not scale > 0 or minimum < 1:
+            raise ValueError(f"ScaledLengths needs scale > 0 and minimum >= 1, got {scale!r}, {minimum!r}")
+        self.base = base
+        self.scale = float(scale)
+        self.minimum = int(minimum)
+        # the mean of the scaled lengths, estimated once from a fixed large sample
+        p, o = self.sample(np.random.default_rng(0), 200_000)
+        self._means = (float(p.mean()), float(o.mean()))
+
+    @property
+    def mean_prompt(self) -> float:
+        """Mean scaled prompt length (tokens)."""
+        return self._means[0]
+
+    @property
+    def mean_output(self) -> float:
+        """Mean scaled output length (tokens)."""
+        return self._means[1]
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(prompt, output)`` int64 arrays of shape ``(n,)``: the base sample scaled."""
+        p, o = self.base.sample(rng, n)
+        f = lambda x: np.maximum(self.minimum, np.rint(x * self.scale)).astype(np.int64)
+        return f(p), f(o)
+
+    def __repr__(self) -> str:
+        return f"ScaledLengths({self.base!r}, scale={self.scale}, minimum={self.minimum})"
