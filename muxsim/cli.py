@@ -16,6 +16,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+import numpy as np
+
 from muxsim import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -49,10 +51,11 @@ def _guarded(fn):
     from muxsim.catalog import UnknownNameError
     from muxsim.config import ConfigError
     from muxsim.core.placement import PlacementError
+    from muxsim.live.engine import EngineError
 
     try:
         return fn()
-    except (ConfigError, PlacementError, UnknownNameError, _Fail) as e:
+    except (ConfigError, PlacementError, UnknownNameError, EngineError, _Fail) as e:
         _fail(str(e))
     except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -236,8 +239,9 @@ def place(
 
 @calibrate_app.command("fit")
 def calibrate_fit(
-    profile: Path = typer.Argument(..., help="profile JSON in MuxServe's format"),
+    profile: Path = typer.Argument(..., help="profile JSON in MuxServe's format, or a `calibrate run` Parquet"),
     out: Optional[Path] = typer.Option(None, "--out", help="where to write the fitted coefficients (JSON)"),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU kind the measurements are of (catalog name)"),
 ):
     """Fit the latency model to a profile and print the fit error per model and GPU count."""
 
@@ -249,7 +253,8 @@ def calibrate_fit(
         if not profile.is_file():
             raise _Fail(f"profile not found: {profile}")
         target = out if out is not None else Path("calibration") / "fitted.json"
-        report = fit_and_save(profile, target)
+        kw = {"gpu": gpu} if gpu is not None else {}
+        report = fit_and_save(profile, target, **kw)
         t = Table(title=f"fit of {profile.name}: absolute relative error")
         for col in report.columns:
             t.add_column(str(col))
@@ -258,6 +263,124 @@ def calibrate_fit(
                         for c, v in zip(report.columns, row)])
         console.print(t)
         console.print(f"coefficients written to {target}")
+
+    _guarded(go)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise _Fail(f"{what} must be whole numbers separated by commas, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise _Fail(f"{what} must be positive whole numbers, got {text!r}")
+    return vals
+
+
+@calibrate_app.command("run")
+def calibrate_run(
+    engine: str = typer.Option("transformers", "--engine", help="transformers or vllm"),
+    model: list[str] = typer.Option(..., "--model", help="catalog model (repeat for several)"),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs of the mesh the runs stand for"),
+    sm: str = typer.Option("100", "--sm", help="SM shares in %, comma separated"),
+    batch: str = typer.Option("1,2,4,8,16", "--batch", help="batch sizes, comma separated"),
+    seq: str = typer.Option("32,64,128,256", "--seq", help="prompt/context tokens, comma separated"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]"),
+    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads per partition"),
+    warmup: int = typer.Option(2, "--warmup", min=0),
+    repeats: int = typer.Option(5, "--repeats", min=1),
+    out: Path = typer.Option(..., "--out", help="calibration Parquet (resumed when it exists)"),
+):
+    """Sweep prefill and decode latency on a real engine; feed the result to `calibrate fit`."""
+
+    def go():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from muxsim.live.calibrate import run_calibration
+        from muxsim.validate import engine_factory
+
+        if engine not in ("transformers", "vllm"):
+            raise _Fail(f"--engine must be transformers or vllm, got {engine!r}")
+        try:
+            sms = [float(x) for x in sm.replace(",", " ").split()]
+        except ValueError:
+            raise _Fail(f"--sm must be percentages separated by commas, got {sm!r}") from None
+        batches, seqs = _int_list(batch, "--batch"), _int_list(seq, "--seq")
+        factory = engine_factory(engine)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console) as bar:
+            task = bar.add_task("calibration", total=None)
+            table = run_calibration(factory, model, gpus, sms, batches, seqs, out, warmup=warmup,
+                                    repeats=repeats, engine_name=engine, device=device, threads=threads,
+                                    progress=lambda d, t, label: bar.update(task, completed=d, total=t,
+                                                                            description=label))
+        console.print(f"{len(table)} rows in {out}; fit them with: muxsim calibrate fit {out} --gpu GPU")
+
+    _guarded(go)
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="experiment YAML with a 'live' section"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default results/<name>-validate)"),
+    recalibrate: bool = typer.Option(False, "--recalibrate", help="measure the calibration afresh"),
+):
+    """Calibrate, simulate and run live on the same workload and placement; compare them."""
+
+    def go():
+        import json
+
+        import yaml
+        from rich.table import Table
+
+        from muxsim import metrics
+        from muxsim.runner import preflight
+        from muxsim.validate import plot_attainment, validate_experiment
+
+        global console, err_console
+        console, err_console = _consoles()
+        cfg = _load(config, None)
+        preflight(cfg)
+        out_dir = out if out is not None else Path("results") / f"{cfg.name}-validate"
+        staging = out_dir.parent / f".{out_dir.name}.staging-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        try:
+            with err_console.status("validating") as status:
+                res = validate_experiment(cfg, staging, recalibrate, progress=lambda m: status.update(m))
+            res.requests.to_parquet(staging / "requests.parquet", index=False)
+            res.summary.to_parquet(staging / "summary.parquet", index=False)
+            res.jobs.to_parquet(staging / "jobs.parquet", index=False)
+            res.comparison.to_csv(staging / "comparison.csv", index=False, float_format="%.6g")
+            plot_attainment(res.summary, staging / "slo_attainment.png")
+            (staging / "config.resolved.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            (staging / "run.json").write_text(json.dumps({
+                "seed": cfg.seed, "version": __version__,
+                "job_overhead_s": {f"{c} | {s}": v for (c, s), v in res.overheads_s.items()}}, indent=1))
+            _swap_into_place(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        cmp_ = res.comparison
+        t = Table(title=f"{cfg.name}: simulated vs measured (overall)")
+        for col in ("cell", "strategy", "metric", "simulated", "measured", "abs error", "rel error"):
+            t.add_column(col, justify="left" if col in ("cell", "strategy", "metric") else "right")
+        shown = ["throughput_rps", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s"] + \
+            [metrics.attainment_column(s) for s in cfg.slo.scales]
+        for (cell, strat), g in cmp_[cmp_.llm == "all"].groupby(["cell", "strategy"], sort=False):
+            for row in g.set_index("metric").loc[shown].itertuples():
+                att = row.Index.startswith("slo_attainment")
+                fmt = (lambda v: f"{v:.1%}") if att else (lambda v: f"{v:.4g}")
+                abs_e = f"{row.abs_error * 100:+.1f} pp" if att else f"{row.abs_error:+.4g}"
+                t.add_row(cell, strat, row.Index, fmt(row.simulated), fmt(row.measured), abs_e,
+                          "" if att or not np.isfinite(row.rel_error) else f"{row.rel_error:+.1%}")
+            t.add_section()
+        console.print(t)
+        att = cmp_[cmp_.metric.str.startswith("slo_attainment") & (cmp_.llm == "all")]
+        thr = cmp_[(cmp_.metric == "throughput_rps") & (cmp_.llm == "all")]
+        console.print(f"largest SLO-attainment gap {att.abs_error.abs().max() * 100:.1f} pp; "
+                      f"largest throughput error {thr.rel_error.abs().max():.1%}; outputs: {out_dir}")
 
     _guarded(go)
 

@@ -51,6 +51,7 @@ import gc
 import multiprocessing as mp
 import os
 import signal
+import statistics
 import time
 import weakref
 import zlib
@@ -656,6 +657,10 @@ def _timed(runner: KVRunner, fn, arg) -> tuple[float, float, float]:
     return started, time.monotonic(), duration
 
 
+#: Decode iterations timed per calibration repeat (their median is the repeat's sample).
+_DECODE_STEPS = 4
+
+
 def _measure(runner: KVRunner, batch: int, seq: int, warmup: int, repeats: int):
     prefill_s, decode_s = [], []
     for rep in range(warmup + repeats):
@@ -663,7 +668,10 @@ def _measure(runner: KVRunner, batch: int, seq: int, warmup: int, repeats: int):
         rids = [("measure", rep, i) for i in range(batch)]
         try:
             *_, p = _timed(runner, runner.prefill, [(rid, seq) for rid in rids])
-            *_, d = _timed(runner, runner.decode, rids)
+            # a served batch decodes many iterations in a row: time a few and keep their
+            # median, so one-off costs of the first step after a prefill do not bias the curve
+            steps = [_timed(runner, runner.decode, rids)[2] for _ in range(_DECODE_STEPS)]
+            d = statistics.median(steps)
         finally:
             runner.release(rids)
         if rep >= warmup:

@@ -6,7 +6,9 @@ hao-ai-lab/MuxServe ``examples/placement/llama.json``, measured on A100-80GB; se
 :func:`scipy.optimize.least_squares` on the log of predicted / measured latency, with a robust
 (soft-L1) loss because the data has outliers (e.g. llama-30b, 2 GPUs, decode batch 32 seq 128 at
 100 % SMs: 109 ms against ~30 ms for its neighbours). Only coefficients and error statistics are
-written to the calibration file, never rows of the data.
+written to the calibration file, never rows of the data. A table measured by ``muxsim calibrate
+run`` (:mod:`muxsim.live.calibrate`, Parquet; e.g. the CPU models ``llama-tiny-s/m`` on the
+``cpu-core`` device) is fitted the same way from its medians (:func:`fit_and_save`).
 
 Fitted form (times in ms; ``n`` prompt tokens in ``b`` sequences, ``B`` decode batch, ``C`` KV
 tokens of the batch, ``s`` SM share in %; ``smax_k(u, v) = (u^k + v^k)^(1/k)``, a smooth max)::
@@ -31,7 +33,19 @@ tokens of the batch, ``s`` SM share in %; ``smax_k(u, v) = (u^k + v^k)^(1/k)``, 
   interpolated in between with a PCHIP (monotone cubic) curve through ``log g``. Below the
   smallest measured share ``g`` continues as ``(s / s_min)^gamma`` with ``gamma`` the log-log
   slope of the two lowest knots clipped to [0, 1] (latency then grows at most like 1/s);
-  above the largest share ``g`` stays 1.
+  above the largest share ``g`` stays 1. When only **one** SM share was measured (CPU
+  partitions: a single-thread worker's speed does not depend on the policy's SM share; or a GPU
+  profiled at one share) there is a single knot, ``log g = 0`` there and ``gamma = 0``: every
+  ``g_*`` is 1 and the latency does not depend on ``s``. The calibration file then says so in
+  ``form["single_sm_share"]``.
+
+Few points: a phase is fitted with the full form when it has at least 3 measured points per
+free parameter. With fewer (but at least 2 per parameter of the reduced form) it gets the
+*reduced* form, marked ``"fit_form": "reduced"`` in its coefficients and described in
+``form["reduced_fit"]``: prefill keeps ``O``, ``a``, ``w0``, ``k`` and the SM efficiencies free
+and fixes the knee out of the way (``N = 1e8`` tokens, ``p = 2``); decode keeps ``O``, ``c``,
+``k``, ``beta`` and the SM efficiencies free, with ``alpha = 0`` (attention ``beta C``; ``k2``
+then has no effect). With fewer points still the (model, #GPUs) gets no curve.
 
 Guarantees, for any fitted coefficients: positive; non-decreasing in prompt tokens (fixed
 ``b``), in sequences (fixed tokens per sequence), in decode batch (fixed context per request)
@@ -70,7 +84,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from muxsim.catalog import MODELS, GPUSpec, ModelSpec, get_gpu
+from muxsim.catalog import GPUS, MODELS, GPUSpec, ModelSpec, get_gpu
 from muxsim.perf.base import LatencyCurve
 from muxsim.perf.profile import load_profile
 from muxsim.perf.roofline import RooflineCurve
@@ -79,6 +93,7 @@ __all__ = [
     "FittedCurve",
     "FittedLatencyModel",
     "FORM_DESCRIPTION",
+    "FORM_NOTES",
     "DEFAULT_SOURCE_NOTE",
     "fit_profile",
     "save_calibration",
@@ -122,8 +137,32 @@ FORM_DESCRIPTION = {
     ),
 }
 
-# Fewer points than this multiple of the parameter count and a phase is not fitted.
+#: Added to the calibration file's ``form`` only when a curve has a single SM knot / a reduced
+#: fit, so that files without them (the A100 one) stay as they were.
+FORM_NOTES = {
+    "single_sm_share": (
+        "a curve with one SM knot (one measured SM share) has g(s) = 1 for every s: its latency "
+        "does not depend on the SM share"
+    ),
+    "reduced_fit": (
+        "phases with fit_form = reduced had < 3 points per parameter of the full form: prefill "
+        "fitted with knee_tokens = 1e8 and knee_power = 2 fixed (no knee); decode with "
+        "alpha_ms_per_token = 0 (attention beta C) and k_attn = 3 fixed"
+    ),
+}
+
+# Fewer points than this multiple of the parameter count and a phase is not fitted with the
+# full form ...
 _MIN_POINTS_PER_PARAM = 3
+# ... and fewer than this multiple of the reduced form's parameter count, not at all.
+_MIN_POINTS_PER_PARAM_REDUCED = 2
+# Free shape parameters of the reduced forms (the SM efficiencies come on top).
+_N_REDUCED_PREFILL = 4
+_N_REDUCED_DECODE = 4
+# Fixed values of the reduced forms (see FORM_NOTES["reduced_fit"]).
+_REDUCED_KNEE_TOKENS = 1e8
+_REDUCED_KNEE_POWER = 2.0
+_REDUCED_K_ATTN = 3.0
 _CACHE_LIMIT = 4096
 # Largest fitted drop of log g between neighbouring SM knots (a factor e^3 = 20 per step is
 # far beyond the ~1.3 seen; the cap keeps exp() finite while the optimiser searches).
@@ -139,23 +178,30 @@ class _SMEfficiency:
 
     Built once (scipy for the PCHIP coefficients); evaluated in pure Python.
 
+    A single knot (one measured SM share) gives ``g = 1`` everywhere.
+
     Raises:
-        ValueError: fewer than 2 knots, unsorted knots, or non-monotone / positive values.
+        ValueError: no knot, unsorted knots, or non-monotone / positive values.
     """
 
     def __init__(self, knots: list[float], log_g: list[float], where: str) -> None:
-        if len(knots) != len(log_g) or len(knots) < 2:
-            raise ValueError(f"{where}: need >= 2 SM knots with one log_g each")
+        if len(knots) != len(log_g) or len(knots) < 1:
+            raise ValueError(f"{where}: need >= 1 SM knot with one log_g each")
         if any(b <= a for a, b in zip(knots, knots[1:])) or knots[0] <= 0 or knots[-1] > 100:
             raise ValueError(f"{where}: SM knots must be increasing within (0, 100]")
         if any(b < a for a, b in zip(log_g, log_g[1:])) or abs(log_g[-1]) > 1e-12:
             raise ValueError(f"{where}: log_g must be non-decreasing and 0 at the last knot")
         if not all(math.isfinite(v) for v in log_g):
             raise ValueError(f"{where}: log_g must be finite")
-        from scipy.interpolate import PchipInterpolator
-
         self.knots = [float(k) for k in knots]
         self.log_g = [float(v) for v in log_g]
+        if len(knots) == 1:
+            # log_at never reaches the interpolation branch: s <= k0 gives log_g[0] = 0.
+            self._coef = []
+            self.gamma = 0.0
+            return
+        from scipy.interpolate import PchipInterpolator
+
         pc = PchipInterpolator(np.array(self.knots), np.array(self.log_g))
         # Per-interval cubic coefficients, highest power first (scipy's PPoly layout).
         self._coef = [tuple(float(v) for v in pc.c[:, i]) for i in range(len(knots) - 1)]
@@ -429,7 +475,8 @@ class FittedLatencyModel:
     def curve(self, model: ModelSpec, n_gpus: int, gpu: GPUSpec) -> LatencyCurve:
         """The latency curve of ``model`` on ``n_gpus`` GPUs of kind ``gpu``.
 
-        * measured (``model.profile_name``, ``n_gpus``) and ``gpu`` is this object's GPU kind:
+        * measured (``model.profile_name``, or ``model.name`` for a model without one,
+          ``n_gpus``) and ``gpu`` is this object's GPU kind:
           that fitted curve
           (``source == "fitted"``; ``.model`` is the catalog name asked for);
         * profiled model, other GPU count: the nearest measured count (in log2; ties go to the
@@ -449,10 +496,13 @@ class FittedLatencyModel:
         if n_gpus < 1:
             raise ValueError(f"n_gpus must be >= 1, got {n_gpus}")
         c = None
-        if gpu.name == self.gpu and model.profile_name is not None:
-            counts = [n for (m, n) in self._fitted if m == model.profile_name]
+        # A model outside MuxServe's profile (no profile_name) may still have been calibrated
+        # under its catalog name (muxsim calibrate run).
+        pname = model.profile_name or model.name
+        if gpu.name == self.gpu:
+            counts = [n for (m, n) in self._fitted if m == pname]
             if counts:
-                base = self._fitted[(model.profile_name, min(
+                base = self._fitted[(pname, min(
                     counts, key=lambda n: (abs(math.log2(n / n_gpus)), n)))]
                 if base.n_gpus == n_gpus:
                     c = FittedCurve(model.name, n_gpus, self.gpu, base.prefill_params,
@@ -475,11 +525,15 @@ class FittedLatencyModel:
 
 
 def _attn_ratio(profile_model: str) -> float:
-    """``L d / P`` of the catalog architecture with this profile name (0 if unknown)."""
+    """``L d / P`` of the catalog architecture with this profile name, else this catalog name
+    (0 if unknown)."""
     key = profile_model.strip().lower()
     for m in MODELS.values():
         if m.profile_name == key:
             return m.n_layers * m.hidden_size / m.n_params
+    m = MODELS.get(key)
+    if m is not None:
+        return m.n_layers * m.hidden_size / m.n_params
     return 0.0
 
 
@@ -496,8 +550,9 @@ def _smax(u: np.ndarray, v: np.ndarray, k: float) -> np.ndarray:
     return np.where(m > 0, m * ((u / m_safe) ** k + (v / m_safe) ** k) ** (1.0 / k), 0.0)
 
 
-def _fit_prefill(n, b, si, y, nk, r):
-    """Fit the prefill form; returns its params dict (without ``sm_knots``)."""
+def _fit_prefill(n, b, si, y, nk, r, reduced=False):
+    """Fit the prefill form (``reduced``: knee fixed, see FORM_NOTES); returns its params
+    dict (without ``sm_knots``)."""
     nd = nk - 1
     lo_y = float(np.min(y))
 
@@ -525,7 +580,11 @@ def _fit_prefill(n, b, si, y, nk, r):
     for k0, w00 in ((2.0, 0.2 * lo_y), (8.0, 0.5 * lo_y)):
         th0 = np.r_[np.log(lo_y), np.log(a0), np.log(k0), np.log(1e5), np.log(1.5),
                     np.log(w00), np.full(2 * nd, 0.1)]
-        res = _least_squares(resid, th0, lb, ub)
+        if reduced:
+            th0[3], th0[4] = np.log(_REDUCED_KNEE_TOKENS), np.log(_REDUCED_KNEE_POWER)
+            res = _least_squares_fixed(resid, th0, lb, ub, fixed=(3, 4))
+        else:
+            res = _least_squares(resid, th0, lb, ub)
         if best is None or res.cost < best.cost:
             best = res
     O, a, k, N, p, w0, lgo, lgw = unpack(best.x)
@@ -535,8 +594,9 @@ def _fit_prefill(n, b, si, y, nk, r):
     return params
 
 
-def _fit_decode(bt, ctx, si, y, nk):
-    """Fit the decode form; returns a params dict without knots."""
+def _fit_decode(bt, ctx, si, y, nk, reduced=False):
+    """Fit the decode form (``reduced``: ``alpha = 0``, ``k2`` fixed, see FORM_NOTES); returns
+    a params dict without knots."""
     nd = nk - 1
 
     def unpack(th):
@@ -558,7 +618,12 @@ def _fit_decode(bt, ctx, si, y, nk):
     # One start: a second one (sharper knee) never lowered the cost on the MuxServe profile.
     th0 = np.r_[np.log(lo_y), np.log(lo_y / 128.0), np.log(2.0), np.log(lo_y * 2e-4),
                 np.log(lo_y * 3e-5), np.log(3.0), np.full(3 * nd, 0.1)]
-    best = _least_squares(resid, th0, lb, ub)
+    if reduced:
+        # exp(-inf) = 0: alpha drops out and smax_k2(0, beta C) = beta C exactly.
+        th0[3], th0[5] = -np.inf, np.log(_REDUCED_K_ATTN)
+        best = _least_squares_fixed(resid, th0, lb, ub, fixed=(3, 5))
+    else:
+        best = _least_squares(resid, th0, lb, ub)
     O, c, k, al, be, k2, lgo, lgc, lga = unpack(best.x)
     return {"O_ms": O, "c_ms_per_seq": c, "k": k, "alpha_ms_per_token": al,
             "beta_ms_per_token": be, "k_attn": k2,
@@ -635,6 +700,25 @@ def _least_squares(resid, th0, lb, ub):
     return least_squares(resid, th0, bounds=(lb, ub), loss="soft_l1", f_scale=0.05)
 
 
+def _least_squares_fixed(resid, th0, lb, ub, fixed):
+    """:func:`_least_squares` over the entries of ``th0`` not in ``fixed`` (indices), the
+    others held at their ``th0`` values; the result's ``x`` is the full parameter vector."""
+    free = np.ones(th0.size, bool)
+    free[list(fixed)] = False
+    base = th0.copy()
+
+    def sub(x):
+        th = base.copy()
+        th[free] = x
+        return resid(th)
+
+    res = _least_squares(sub, th0[free], lb[free], ub[free])
+    full = base.copy()
+    full[free] = res.x
+    res.x = full
+    return res
+
+
 def _round(v: Any) -> Any:
     """7 significant digits, and |v| < 1e-9 to 0 (optimiser residue of parameters at their
     bound): compact JSON; both maps are monotone, so knot values stay non-decreasing."""
@@ -669,9 +753,12 @@ def fit_profile(df: pd.DataFrame, gpu: str = "a100-80gb") -> tuple[dict, pd.Data
         significant digits (ms, tokens, %). ``report`` has columns :data:`REPORT_COLUMNS`, one
         row per (model, n_gpus, phase) and overall rows (``model == "ALL"``, ``n_gpus`` NA) for
         phases ``prefill``, ``decode`` and ``all``; errors are ``|pred / measured - 1|`` of
-        the rounded coefficients evaluated by :class:`FittedCurve` itself. Groups with too few
-        points (< 3 per parameter in either phase) or fewer than 2 SM shares get no
-        coefficients; their report rows are kept with NaN errors.
+        the rounded coefficients evaluated by :class:`FittedCurve` itself. A phase with fewer
+        than 3 points per parameter of the full form gets the reduced form (``"fit_form":
+        "reduced"`` in its coefficients, see the module docstring); a group where either
+        phase has fewer than 2 points per parameter of the reduced form gets no coefficients
+        and keeps its report rows with NaN errors. A single SM share is allowed (curves then
+        independent of the SM share); shares are written as ints when whole numbers.
 
     Raises:
         ValueError: if ``df`` lacks the profile columns or has no measured point.
@@ -689,19 +776,34 @@ def fit_profile(df: pd.DataFrame, gpu: str = "a100-80gb") -> tuple[dict, pd.Data
         return _fit_profile(df, gpu)
 
 
+def _knot(s: Any) -> int | float:
+    """An SM share as an int when it is a whole number (the calibration file's knots are ints
+    for MuxServe's integer shares), else a float."""
+    v = float(s)
+    return int(v) if v.is_integer() else v
+
+
+def _form(n_points: int, n_full: int, n_reduced: int) -> str | None:
+    """``"full"``, ``"reduced"`` or None (too few points) for a phase with ``n_points``."""
+    if n_points >= _MIN_POINTS_PER_PARAM * n_full:
+        return "full"
+    if n_points >= _MIN_POINTS_PER_PARAM_REDUCED * n_reduced:
+        return "reduced"
+    return None
+
+
 def _fit_profile(df: pd.DataFrame, gpu: str) -> tuple[dict, pd.DataFrame]:
     curves: dict[str, dict[str, dict]] = {}
     rows: list[tuple] = []
     errs: dict[str, list[np.ndarray]] = {"prefill": [], "decode": []}
     for (model, n_gpus), grp in df.groupby(["model", "n_gpus"], sort=True):
-        knots = sorted(int(s) for s in grp["sm_pct"].unique())
+        knots = sorted({_knot(s) for s in grp["sm_pct"]})
         nk = len(knots)
         pre = grp[grp["prefill_ms"].notna()]
         dec = grp[grp["decode_ms"].notna()]
-        n_pre_par, n_dec_par = 6 + 2 * (nk - 1), 6 + 3 * (nk - 1)
-        ok = (nk >= 2 and len(pre) >= _MIN_POINTS_PER_PARAM * n_pre_par
-              and len(dec) >= _MIN_POINTS_PER_PARAM * n_dec_par)
-        if not ok:
+        pre_form = _form(len(pre), 6 + 2 * (nk - 1), _N_REDUCED_PREFILL + 2 * (nk - 1))
+        dec_form = _form(len(dec), 6 + 3 * (nk - 1), _N_REDUCED_DECODE + 3 * (nk - 1))
+        if pre_form is None or dec_form is None:
             rows.append((model, int(n_gpus), "prefill", len(pre), math.nan, math.nan, math.nan))
             rows.append((model, int(n_gpus), "decode", len(dec), math.nan, math.nan, math.nan))
             continue
@@ -709,14 +811,21 @@ def _fit_profile(df: pd.DataFrame, gpu: str) -> tuple[dict, pd.DataFrame]:
         r = _attn_ratio(model)
         pp = _fit_prefill(
             (pre["batch"] * pre["seq"]).to_numpy(float), pre["batch"].to_numpy(float),
-            pre["sm_pct"].map(kidx).to_numpy(), pre["prefill_ms"].to_numpy(float), nk, r)
+            np.array([kidx[_knot(s)] for s in pre["sm_pct"]], dtype=int),
+            pre["prefill_ms"].to_numpy(float), nk, r, reduced=pre_form == "reduced")
         dp = _fit_decode(
             dec["batch"].to_numpy(float), (dec["batch"] * dec["seq"]).to_numpy(float),
-            dec["sm_pct"].map(kidx).to_numpy(), dec["decode_ms"].to_numpy(float), nk)
+            np.array([kidx[_knot(s)] for s in dec["sm_pct"]], dtype=int),
+            dec["decode_ms"].to_numpy(float), nk, reduced=dec_form == "reduced")
         pp = {k: _round(v) for k, v in pp.items()}
         dp = {k: _round(v) for k, v in dp.items()}
         pp["sm_knots"] = list(knots)
         dp["sm_knots"] = list(knots)
+        # Marked only when reduced, so that full fits (the A100 file) keep their layout.
+        if pre_form == "reduced":
+            pp["fit_form"] = "reduced"
+        if dec_form == "reduced":
+            dp["fit_form"] = "reduced"
         curve = FittedCurve(str(model), int(n_gpus), gpu, pp, dp)
         curves.setdefault(str(model), {})[str(int(n_gpus))] = {"prefill": pp, "decode": dp}
         e_pre = np.array([
@@ -767,8 +876,9 @@ def save_calibration(coeffs: dict, report: pd.DataFrame, path: str | Path,
     """Write a calibration JSON file atomically (temporary file, then :func:`os.replace`).
 
     The file holds ``format``, ``gpu``, ``source`` (``source_note``: where the measurements come
-    from), ``form`` (:data:`FORM_DESCRIPTION`), ``coefficients`` and ``fit_error`` (the rows of
-    ``report``: error statistics only). No measured data rows are written.
+    from), ``form`` (:data:`FORM_DESCRIPTION`, plus the entries of :data:`FORM_NOTES` that
+    apply: a curve with a single SM knot, a reduced fit), ``coefficients`` and ``fit_error``
+    (the rows of ``report``: error statistics only). No measured data rows are written.
 
     Args:
         coeffs: first result of :func:`fit_profile`.
@@ -785,11 +895,18 @@ def save_calibration(coeffs: dict, report: pd.DataFrame, path: str | Path,
     """
     if not isinstance(coeffs, dict) or "gpu" not in coeffs or "curves" not in coeffs:
         raise ValueError("coefficients must be the dict returned by fit_profile (gpu, curves)")
+    form = dict(FORM_DESCRIPTION)
+    phases = [ph for by_gpus in coeffs["curves"].values() for c in by_gpus.values()
+              for ph in c.values()]
+    if any(len(ph.get("sm_knots", ())) == 1 for ph in phases):
+        form["single_sm_share"] = FORM_NOTES["single_sm_share"]
+    if any(ph.get("fit_form") == "reduced" for ph in phases):
+        form["reduced_fit"] = FORM_NOTES["reduced_fit"]
     doc = {
         "format": FORMAT,
         "gpu": coeffs["gpu"],
         "source": source_note,
-        "form": FORM_DESCRIPTION,
+        "form": form,
         **(extra or {}),
         "coefficients": coeffs["curves"],
         "fit_error": _report_records(report),
@@ -839,28 +956,62 @@ def load_calibration(path: str | Path) -> FittedLatencyModel:
 
 
 def fit_and_save(profile_path: str | Path, out_path: str | Path,
-                 gpu: str = "a100-80gb",
-                 source_note: str = DEFAULT_SOURCE_NOTE) -> pd.DataFrame:
-    """Load a profile, fit it and write the calibration file; prints nothing.
+                 gpu: str | None = None,
+                 source_note: str | None = None) -> pd.DataFrame:
+    """Load measurements, fit them and write the calibration file; prints nothing.
 
     Args:
-        profile_path: MuxServe-format profile (ms).
+        profile_path: either MuxServe's JSON profile (ms; see :mod:`muxsim.perf.profile`) or,
+            by the suffix ``.parquet``, a table written by ``muxsim calibrate run``
+            (:func:`muxsim.live.calibrate.run_calibration`; its medians are fitted) measured
+            with one engine, device and thread count.
         out_path: calibration JSON to write (e.g. ``calibration/a100-80gb.json``).
-        gpu: catalog GPU the profile was measured on.
-        source_note: provenance recorded in the file.
+        gpu: catalog GPU the measurements stand for. Default: ``"a100-80gb"`` for a JSON
+            profile; ``"cpu-core"`` for a Parquet table measured on ``cpu``; required for a
+            Parquet table measured on a CUDA device.
+        source_note: provenance recorded in the file. Default: :data:`DEFAULT_SOURCE_NOTE` for
+            a JSON profile; for a Parquet table, its file name, engine, device, threads and
+            muxsim version(s).
 
     Returns:
         The fit report (see :func:`fit_profile`).
 
     Raises:
-        ValueError: bad profile (see :func:`muxsim.perf.profile.load_profile`) or unknown GPU.
+        ValueError: bad profile or table (see :func:`muxsim.perf.profile.load_profile`,
+            :func:`muxsim.live.calibrate.read_calibration`,
+            :func:`muxsim.live.calibrate.calibration_to_profile`), unknown GPU, or no GPU for
+            a table measured on a CUDA device.
     """
-    gpu = get_gpu(gpu).name
-    df = load_profile(profile_path)
+    path = Path(profile_path)
+    if path.suffix.lower() == ".parquet":
+        from muxsim.live.calibrate import calibration_to_profile, read_calibration
+
+        table = read_calibration(path)
+        df = calibration_to_profile(table)
+        first = table.iloc[0]
+        engine, device, threads = str(first.engine), str(first.device), int(first.threads)
+        if gpu is None:
+            if device != "cpu":
+                raise ValueError(f"gpu: required for {path.name}, measured on {device!r}; "
+                                 f"allowed: {', '.join(GPUS)}")
+            gpu = "cpu-core"
+        gpu = get_gpu(gpu).name
+        if source_note is None:
+            versions = ", ".join(sorted(set(table["muxsim_version"])))
+            source_note = (f"muxsim calibrate run: {path.name} (engine {engine}, device "
+                           f"{device}, {threads} thread(s) per model worker, muxsim "
+                           f"{versions}), fitted as {gpu}; medians of the timed repeats")
+        tail = {"engine": engine, "device": device, "threads": threads}
+    else:
+        gpu = get_gpu(gpu if gpu is not None else "a100-80gb").name
+        df = load_profile(path)
+        if source_note is None:
+            source_note = DEFAULT_SOURCE_NOTE
+        tail = {}
     coeffs, report = fit_profile(df, gpu=gpu)
-    sha = hashlib.sha256(Path(profile_path).read_bytes()).hexdigest()
-    save_calibration(coeffs, report, out_path, source_note,
-                     extra={"profile_file": Path(profile_path).name, "profile_sha256": sha})
+    extra = {"profile_file": path.name,
+             "profile_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **tail}
+    save_calibration(coeffs, report, out_path, source_note, extra=extra)
     return report
 
 
@@ -907,11 +1058,11 @@ def get_latency_model(gpu_name: str) -> FittedLatencyModel:
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m muxsim.perf.fitted PROFILE OUT", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python -m muxsim.perf.fitted PROFILE OUT [GPU]", file=sys.stderr)
         return 2
     try:
-        report = fit_and_save(argv[0], argv[1])
+        report = fit_and_save(argv[0], argv[1], gpu=argv[2] if len(argv) == 3 else None)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,190 @@
+"""Live driver: replays a workload in wall-clock time through the same policy objects as the
+simulator, with a real engine executing every job.
+
+The schedulers, KV pools and SM units are built by :func:`muxsim.sim.driver.build_schedulers`,
+exactly as for a simulation; this module only gives them wall-clock time and turns their jobs
+into engine calls (prefill of a batch, one decode iteration, release of finished or preempted
+requests). It writes per-request records in the simulator's schema
+(:data:`muxsim.records.REQUEST_COLUMNS`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from muxsim.catalog import GPUSpec, ModelSpec
+from muxsim.config import SchedulerConfig
+from muxsim.core.llm import Request
+from muxsim.core.placement import Placement
+from muxsim.core.schedulers import PREFILL
+from muxsim.live.engine import Engine, EngineError, Partition
+from muxsim.records import DRAINED, REJECTED, STALLED, request_table
+from muxsim.sim.driver import build_schedulers
+
+__all__ = ["LiveResult", "run_live", "load_models"]
+
+
+@dataclass
+class LiveResult:
+    """Outcome of one live run.
+
+    Attributes:
+        requests: per-request table (:data:`muxsim.records.REQUEST_COLUMNS`), times in seconds
+            from the run's start.
+        wall_s: wall-clock length of the run (s).
+        n_jobs: jobs executed by the engine.
+        job_overhead_s: median of (wall time from submission to result) - (engine-measured job
+            duration): what the driver and the engine's plumbing add to each job (s).
+        jobs: one row per job: llm, kind, n_seqs, n_tokens, sm_pct, submitted_s, ended_s,
+            measured_s (engine-measured duration), predicted_s (the latency model's), times from
+            the run's start.
+    """
+
+    requests: pd.DataFrame
+    wall_s: float
+    n_jobs: int
+    job_overhead_s: float
+    jobs: pd.DataFrame
+
+
+def run_live(placement: Placement, strategy: str, workload: pd.DataFrame, names: Sequence[str],
+             models: Sequence[ModelSpec], rates: Sequence[float], gpu: GPUSpec, latency,
+             engine: Engine, cfg: SchedulerConfig, seq_tokens: int,
+             drain_limit_s: float | None = None,
+             clock: Callable[[], float] = time.monotonic) -> LiveResult:
+    """Run one strategy on one workload with a real engine, in wall-clock time.
+
+    Args:
+        placement, strategy, workload, names, models, rates, gpu, cfg, seq_tokens: as for
+            :func:`muxsim.sim.driver.simulate`.
+        latency: latency model, used only for the SLO base latency of each request (the same
+            one the simulation uses, so both runs judge requests against the same SLOs).
+        engine: an engine with every LLM of ``names`` loaded (see :func:`load_models`); it is
+            left idle with no KV cache held, ready for another run.
+        drain_limit_s: stop this many seconds after the last arrival (None: until all finish).
+        clock: monotonic clock in seconds (the engine's results use ``time.monotonic``).
+
+    Returns:
+        A :class:`LiveResult`.
+
+    Raises:
+        muxsim.live.engine.EngineError: the engine failed to load a model or run a job.
+        ValueError: as :func:`muxsim.sim.driver.build_schedulers`.
+    """
+    scheds, runtimes = build_schedulers(placement, strategy, names, models, rates, gpu, cfg, seq_tokens)
+    for rt in runtimes:
+        rt.evicted = []
+    reqs, reasons, wall, n_jobs, overheads, log = _replay(engine, scheds, runtimes, workload, names,
+                                                          drain_limit_s, clock)
+    df = request_table(reqs, reasons, names, models, latency, gpu,
+                       DRAINED if drain_limit_s is not None else STALLED)
+    jobs = pd.DataFrame(log, columns=["llm", "kind", "n_seqs", "n_tokens", "sm_pct", "submitted_s",
+                                      "ended_s", "measured_s"])
+    curves = {rt.name: latency.curve(rt.model, rt.tp, gpu) for rt in runtimes}
+    jobs["predicted_s"] = [
+        curves[l].prefill_s(t, n, sm) if k == "prefill" else curves[l].decode_s(n, t, sm)
+        for l, k, n, t, sm in zip(jobs.llm, jobs.kind, jobs.n_seqs, jobs.n_tokens, jobs.sm_pct)]
+    return LiveResult(df, wall, n_jobs, float(np.median(overheads)) if overheads else 0.0, jobs)
+
+
+def load_models(engine: Engine, names: Sequence[str], models: Sequence[ModelSpec],
+                partitions: Mapping[str, Partition], seed: int = 0,
+                checkpoints: Mapping[str, str] | None = None) -> None:
+    """Load every LLM onto its partition (random weights from ``seed`` unless a local
+    checkpoint folder is given for its name).
+
+    Raises:
+        muxsim.live.engine.EngineError: a model could not be loaded.
+    """
+    for name, model in zip(names, models):
+        engine.load(name, model, partitions[name], (checkpoints or {}).get(name), seed)
+        # first calls pay one-off costs (allocator growth, kernel selection): not part of a run
+        engine.measure(name, 2, 32, warmup=2, repeats=1)
+
+
+def _replay(engine, scheds, runtimes, workload, names, drain_limit_s, clock):
+
+    index = {n: i for i, n in enumerate(names)}
+    order = np.argsort(workload["arrival_s"].to_numpy(dtype=float), kind="stable")
+    reqs = [Request(k, index[llm], float(a), int(p), int(o)) for k, (llm, a, p, o) in enumerate(zip(
+        workload["llm"], workload["arrival_s"], workload["prompt_tokens"], workload["output_tokens"]))]
+    reasons = [""] * len(reqs)
+    arrivals = [reqs[k] for k in order.tolist()]
+    last_arrival = arrivals[-1].arrival if arrivals else 0.0
+    stop_at = float("inf") if drain_limit_s is None else last_arrival + drain_limit_s
+
+    inflight: dict[int, tuple] = {}
+    overheads: list[float] = []
+    log: list[tuple] = []
+    n_jobs = 0
+    t0 = clock()
+
+    def now() -> float:
+        return clock() - t0
+
+    def release(rt, done: list[Request]) -> None:
+        ids = [r.idx for r in done]
+        if rt.evicted:
+            ids += [r.idx for r in rt.evicted]
+            rt.evicted.clear()
+        if ids:
+            engine.release(rt.name, ids)
+
+    def dispatch(m: int) -> None:
+        nonlocal n_jobs
+        sched = scheds[m]
+        for job in sched.schedule(now()):
+            rt = job.llm
+            release(rt, [])  # preempted by this round's decode: their KV goes first
+            if job.kind == PREFILL:
+                jid = engine.submit_prefill(rt.name, [(r.idx, r.prompt + r.done) for r in job.reqs])
+            else:
+                jid = engine.submit_decode(rt.name, list(rt.running))
+            inflight[jid] = (m, job, clock())
+            n_jobs += 1
+
+    nxt = 0
+    while True:
+        t = now()
+        while nxt < len(arrivals) and arrivals[nxt].arrival <= t:
+            r = arrivals[nxt]
+            nxt += 1
+            m = runtimes[r.llm].mesh
+            if scheds[m].add(r):
+                dispatch(m)
+            else:
+                reasons[r.idx] = REJECTED
+        if t >= stop_at or (nxt == len(arrivals) and not inflight):
+            break
+        timeout = None
+        if nxt < len(arrivals):
+            timeout = max(0.0, arrivals[nxt].arrival - now())
+        if stop_at != float("inf"):
+            timeout = max(0.0, min(timeout if timeout is not None else float("inf"), stop_at - now()))
+        for res in engine.wait(timeout):
+            m, job, submitted = inflight.pop(res.job_id)
+            overheads.append((clock() - submitted) - res.duration_s)
+            log.append((job.llm.name, "prefill" if job.kind == PREFILL else "decode", job.n_seqs,
+                        job.n_tokens, job.sm_pct, submitted - t0, res.ended_s - t0, res.duration_s))
+            # the job's requests finished when the engine finished them, not when we heard
+            done = scheds[m].complete(job, res.ended_s - t0)
+            release(job.llm, done)
+            dispatch(m)
+    wall = now()
+    # leave the engine clean for the next run: let jobs still running end, then free every KV
+    # cache the policy still holds (requests cut off by the drain limit)
+    while inflight:
+        results = engine.wait(60.0)
+        if not results:
+            raise EngineError(f"{len(inflight)} jobs still running 60 s after the run ended")
+        for res in results:
+            m, job, _ = inflight.pop(res.job_id)
+            release(job.llm, scheds[m].complete(job, res.ended_s - t0))
+    for rt in runtimes:
+        release(rt, list(rt.running.values()) + list(rt.pending))
+    return reqs, reasons, wall, n_jobs, overheads, log

@@ -1,0 +1,223 @@
+"""Validation: the simulator against a real engine on the same workload and placement.
+
+``validate_experiment`` calibrates the engine (or reuses a calibration), fits the latency model
+to it, then for every cell and strategy simulates and runs live with the same policy objects,
+and compares per LLM and overall: throughput, TTFT and TPOT percentiles, and SLO attainment at
+each SLO scale (both runs judge a request against the same SLO: scale x its latency served
+alone, from the calibrated model).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from muxsim import metrics
+from muxsim.catalog import get_gpu, get_model
+from muxsim.config import ConfigError, ExperimentConfig
+
+__all__ = ["ValidationResult", "engine_factory", "calibrate_for", "compare", "validate_experiment", "plot_attainment",
+           "COMPARED_METRICS"]
+
+#: Metrics compared besides SLO attainment (summary column names).
+COMPARED_METRICS = ("throughput_rps", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s",
+                    "tpot_p90_s", "tpot_p99_s")
+
+
+@dataclass
+class ValidationResult:
+    """Both runs and their comparison.
+
+    Attributes:
+        requests: per-request records of both runs, column ``run`` = ``simulated`` | ``measured``.
+        summary: :func:`muxsim.metrics.summarize` of both, grouped by cell, strategy and run.
+        comparison: long table, one row per (cell, strategy, llm, metric): simulated, measured,
+            abs_error = simulated - measured, rel_error = abs_error / measured.
+        calibration: path of the fitted latency JSON used.
+        overheads_s: per (cell, strategy), the median driver/engine overhead per live job (s).
+        jobs: every live job with its measured and predicted duration (see
+            :class:`muxsim.live.driver.LiveResult`), plus cell and strategy.
+    """
+
+    requests: pd.DataFrame
+    summary: pd.DataFrame
+    comparison: pd.DataFrame
+    calibration: Path
+    overheads_s: dict
+    jobs: pd.DataFrame
+
+
+def engine_factory(name: str) -> Callable:
+    """The engine class for ``name`` (``transformers`` or ``vllm``), called with no arguments to
+    make an engine.
+
+    Raises:
+        ConfigError: the engine's extra is not installed.
+    """
+    if name == "transformers":
+        try:
+            from muxsim.live.hf import TransformersEngine
+        except ImportError as e:
+            raise ConfigError(f"live.engine 'transformers' needs the 'live' extra (torch, transformers): {e}") from None
+        return TransformersEngine
+    try:
+        from muxsim.live.vllm_engine import VLLMEngine
+    except ImportError as e:
+        raise ConfigError(f"live.engine 'vllm' needs the 'vllm' extra and a GPU: {e}") from None
+    return VLLMEngine
+
+
+def calibrate_for(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool = False,
+                  progress: Callable[[int, int, str], None] | None = None):
+    """Calibrate the config's models on its live engine and fit the latency model.
+
+    The sweep goes to ``live.calibration.file`` when given (resumed, reused as far as it
+    reaches), else to ``out_dir/calibration.parquet``; ``recalibrate`` starts it afresh.
+
+    Returns:
+        (fitted latency model, path of its JSON, path of the calibration Parquet).
+
+    Raises:
+        ConfigError: no ``live`` section, or the engine's extra is not installed.
+    """
+    from muxsim.live.calibrate import run_calibration
+    from muxsim.perf.fitted import fit_and_save, load_calibration
+
+    if cfg.live is None:
+        raise ConfigError("the config has no 'live' section (engine, device, threads, calibration)")
+    grid = cfg.live.calibration
+    table = Path(grid.file) if grid.file else out_dir / "calibration.parquet"
+    if recalibrate and table.exists():
+        table.unlink()
+    table.parent.mkdir(parents=True, exist_ok=True)
+    models = sorted(set(cfg.llm_models()))
+    # single-thread CPU partitions run at the same speed whatever SM share the policy gives a
+    # job, so one share is measured there; on CUDA the shares the policy uses are swept
+    sm_pcts = [100.0] if cfg.live.device == "cpu" else sorted({30.0, 50.0, 70.0, 100.0})
+    run_calibration(engine_factory(cfg.live.engine), models, 1, sm_pcts, grid.batches, grid.seqs, table,
+                    warmup=grid.warmup, repeats=grid.repeats, engine_name=cfg.live.engine,
+                    device=cfg.live.device, threads=cfg.live.threads, progress=progress,
+                    timing="round-trip")
+    fitted = out_dir / f"{cfg.cluster.gpu}.json"
+    to_fit = table
+    if cfg.live.device == "cpu":
+        # A CPU job runs on one partition of fixed threads whatever the mesh's size (there is
+        # no tensor parallelism), so the curve measured on one device is the curve of every
+        # mesh size the placements may use; fitting it under each size keeps the latency model
+        # from scaling it as if the work were split over the mesh.
+        from muxsim.live.calibrate import read_calibration
+
+        df = read_calibration(table)
+        sizes = [g for g in (1, 2, 4, 8, 16) if g <= cfg.cluster.gpus_per_node]
+        to_fit = out_dir / "calibration.per-mesh-size.parquet"
+        pd.concat([df.assign(n_gpus=g) for g in sizes], ignore_index=True).to_parquet(to_fit, index=False)
+    fit_and_save(to_fit, fitted, gpu=cfg.cluster.gpu)
+    return load_calibration(fitted), fitted, table
+
+
+def compare(summary: pd.DataFrame, slo_scales) -> pd.DataFrame:
+    """Simulated vs measured, per (cell, strategy, llm) and metric.
+
+    Args:
+        summary: :func:`muxsim.metrics.summarize` output grouped by (cell, strategy, run).
+
+    Returns:
+        Long table: cell, strategy, llm, metric, simulated, measured, abs_error, rel_error
+        (rel_error is NaN where the measured value is 0).
+    """
+    cols = list(COMPARED_METRICS) + [metrics.attainment_column(s) for s in slo_scales]
+    keys = ["cell", "strategy", "llm"]
+    sim = summary[summary.run == "simulated"].set_index(keys)[cols]
+    live = summary[summary.run == "measured"].set_index(keys)[cols]
+    sim, live = sim.align(live, join="inner")
+    rows = []
+    for key in sim.index:
+        for c in cols:
+            s, m = float(sim.at[key, c]), float(live.at[key, c])
+            rows.append((*key, c, s, m, s - m, (s - m) / m if m else np.nan))
+    return pd.DataFrame(rows, columns=keys + ["metric", "simulated", "measured", "abs_error", "rel_error"])
+
+
+def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool = False,
+                        progress: Callable[[str], None] | None = None) -> ValidationResult:
+    """Calibrate, simulate and run live every cell and strategy of ``cfg``; compare.
+
+    Raises:
+        ConfigError: no ``live`` section or missing extras.
+        muxsim.core.placement.PlacementError: infeasible placement.
+        muxsim.live.engine.EngineError: the engine failed.
+    """
+    from muxsim.live.driver import load_models, run_live
+    from muxsim.live.engine import Partition
+    from muxsim.runner import cell_workload, placement_for, seq_tokens
+    from muxsim.sim.driver import simulate
+
+    say = progress or (lambda label: None)
+    latency, fitted, _ = calibrate_for(cfg, out_dir, recalibrate,
+                                       lambda done, total, label: say(f"calibration {done}/{total} {label}"))
+    gpu = get_gpu(cfg.cluster.gpu)
+    names = cfg.llm_names()
+    models = [get_model(m) for m in cfg.llm_models()]
+    live = cfg.live
+    parts = {n: Partition(device=live.device, threads=live.threads) for n in names}
+    ckpt = {n: live.checkpoints[m] for n, m in zip(names, cfg.llm_models())
+            if live.checkpoints and m in live.checkpoints}
+    frames = []
+    jobs = []
+    overheads = {}
+    with engine_factory(cfg.live.engine)() as engine:
+        load_models(engine, names, models, parts, cfg.seed, ckpt)
+        for ci, cell in enumerate(cfg.cells()):
+            wl = cell_workload(cfg, cell, ci)
+            for strategy in cfg.strategies:
+                placement = placement_for(cfg, cell, "spatial" if strategy == "spatial" else "muxserve", latency)
+                args = (placement, strategy, wl, names, models, cell.rates, gpu, latency)
+                sim = simulate(*args, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s).requests
+                say(f"{cell.label} {strategy}: simulated")
+                res = run_live(*args, engine, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s)
+                say(f"{cell.label} {strategy}: measured ({res.wall_s:.1f} s)")
+                overheads[(cell.label, strategy)] = res.job_overhead_s
+                jobs.append(res.jobs.assign(cell=cell.label, strategy=strategy))
+                for run, df in (("simulated", sim), ("measured", res.requests)):
+                    df = df.copy()
+                    df.insert(0, "run", run)
+                    df.insert(0, "strategy", strategy)
+                    df.insert(0, "cell", cell.label)
+                    for k, v in cell.params.items():
+                        df[k] = v
+                    frames.append(df)
+    requests = pd.concat(frames, ignore_index=True)
+    summary = metrics.summarize(requests, cfg.slo.scales, cfg.slo.goodput_scale,
+                                group_cols=("cell", "strategy", "run"))
+    return ValidationResult(requests, summary, compare(summary, cfg.slo.scales), fitted, overheads,
+                            pd.concat(jobs, ignore_index=True))
+
+
+def plot_attainment(summary: pd.DataFrame, path: Path) -> Path:
+    """SLO attainment vs SLO scale, simulated (dashed) and measured (solid), per strategy,
+    one panel per cell; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    att = [c for c in summary.columns if c.startswith("slo_attainment@")]
+    rows = summary[summary.llm == "all"].melt(id_vars=["cell", "strategy", "run"], value_vars=att,
+                                              var_name="scale", value_name="attainment")
+    rows["scale"] = rows["scale"].str.split("@").str[1].astype(float)
+    g = sns.relplot(data=rows, x="scale", y="attainment", hue="strategy", style="run",
+                    style_order=["measured", "simulated"], col="cell", kind="line", marker="o",
+                    height=3.6, aspect=1.3, facet_kws={"sharey": True})
+    g.set(xscale="log", ylim=(-0.02, 1.02), xlabel="SLO scale", ylabel="SLO attainment")
+    g.figure.suptitle("SLO attainment: simulated vs measured", y=1.03)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    g.figure.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(g.figure)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,59 @@
+"""Simulated vs measured: the CPU miniature, calibrated in the same run, end to end.
+
+Skips (with the reason) only when the 'live' extra (torch, transformers) is not installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("torch", reason="the live engine needs the 'live' extra (torch)")
+pytest.importorskip("transformers", reason="the live engine needs the 'live' extra (transformers)")
+
+from muxsim.cli import app  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("validate") / "out"
+    res = CliRunner().invoke(app, ["validate", str(ROOT / "experiments" / "validate_cpu.yaml"), "--out", str(out)])
+    assert res.exit_code == 0, res.output + (res.stderr or "")
+    return out, res.output
+
+
+def test_validate_cpu_writes_table_and_plot(validated):
+    out, text = validated
+    for f in ("comparison.csv", "summary.parquet", "requests.parquet", "slo_attainment.png",
+              "calibration.parquet", "cpu-core.json", "run.json"):
+        assert (out / f).stat().st_size > 0, f
+    assert "simulated vs measured" in text
+    req = pd.read_parquet(out / "requests.parquet")
+    assert set(req.run) == {"simulated", "measured"}
+    assert set(req.strategy) == {"muxserve", "spatial", "temporal"}
+    # both runs replay the same requests
+    for _, g in req.groupby("strategy"):
+        a = g[g.run == "simulated"].sort_values("request_id")[["llm", "arrival_s", "prompt_tokens"]]
+        b = g[g.run == "measured"].sort_values("request_id")[["llm", "arrival_s", "prompt_tokens"]]
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+    assert req.finished.all()
+
+
+def test_simulated_and_measured_throughput_agree(validated):
+    """Throughput within 15 %. (SLO attainment is compared in the table and reported in the
+    README; on this 2-core VM it does not yet agree within 10 points at every scale.)"""
+    out, _ = validated
+    cmp_ = pd.read_csv(out / "comparison.csv")
+    overall = cmp_[cmp_.llm == "all"]
+    att = overall[overall.metric.str.startswith("slo_attainment@")]
+    # the load produces both met and missed SLOs
+    assert (att.measured < 0.9).any() and (att.measured > 0.1).any()
+    thr = overall[overall.metric == "throughput_rps"]
+    assert len(thr) == 3
+    bad = thr[thr.rel_error.abs() > 0.15]
+    assert bad.empty, bad.to_string()
