@@ -53,23 +53,24 @@ class ValidationResult:
 
 
 def engine_factory(name: str) -> Callable:
-    """The engine class for ``name`` (``transformers`` or ``vllm``), called with no arguments to
-    make an engine.
+    """The engine class for ``name``, called with no arguments to make an engine. Only
+    ``transformers`` exists so far.
 
     Raises:
-        ConfigError: the engine's extra is not installed.
+        ConfigError: the engine's extra is not installed, or the engine is not implemented.
     """
     if name == "transformers":
-        try:
-            from muxsim.live.hf import TransformersEngine
-        except ImportError as e:
-            raise ConfigError(f"live.engine 'transformers' needs the 'live' extra (torch, transformers): {e}") from None
+        import importlib.util
+
+        # the engine imports torch only in its worker processes: check here, in one line
+        missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(f"live.engine 'transformers' needs the 'live' extra: {', '.join(missing)} "
+                              "not installed (pip install -e '.[live]')")
+        from muxsim.live.hf import TransformersEngine
+
         return TransformersEngine
-    try:
-        from muxsim.live.vllm_engine import VLLMEngine
-    except ImportError as e:
-        raise ConfigError(f"live.engine 'vllm' needs the 'vllm' extra and a GPU: {e}") from None
-    return VLLMEngine
+    raise ConfigError("live.engine 'vllm' is not implemented yet; allowed now: transformers")
 
 
 def calibrate_for(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool = False,
