@@ -135,3 +135,22 @@ def test_saved_workload_replays_to_the_same_results(tmp_path):
     # same requests; the rates the placement sees are re-estimated from the file, so only the
     # workload itself is compared exactly
     pd.testing.assert_frame_equal(a[cols[:4]], b[cols[:4]])
+
+
+@pytest.mark.parametrize("live,expected", [(None, "no 'live' section"),
+                                           ({"engine": "vllm"}, "'vllm' is not implemented yet"),
+                                           ({"device": "tpu"}, "device must be 'cpu' or 'cuda[:N]'")])
+def test_validate_bad_input_is_one_line_exit_2(tmp_path, live, expected):
+    cfg = yaml.safe_load((ROOT / "experiments" / "validate_cpu.yaml").read_text())
+    if live is None:
+        cfg.pop("live")
+    else:
+        cfg["live"] = live
+    path = tmp_path / "v.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["validate", str(path), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert expected in " ".join(res.stderr.split())
+    assert res.stderr.strip().startswith("error:") and "Traceback" not in res.stderr
+    assert not out.exists()
