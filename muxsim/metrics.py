@@ -93,22 +93,13 @@ _SUMMARY_INPUTS = (
 
 _ATTAINMENT_PREFIX = "slo_attainment@"
 
-# Columns of summarize()'s output that are metrics, not keys or sweep parameters.
-_SUMMARY_METRIC_COLUMNS = frozenset(
-    [
-        "goodput_scale",
-        "n_requests",
-        "n_finished",
-        "n_unfinished",
-        "last_completion_s",
-        "throughput_rps",
-        "goodput_rps",
-        "mean_prompt_tokens",
-        "mean_output_tokens",
-        "preemptions",
-    ]
-    + [f"{m}_p{p}_s" for m in _LATENCY_METRICS for p in PERCENTILES]
-)
+# Columns of summarize()'s output that are metrics, not keys or sweep parameters, in output
+# order around the attainment columns.
+_COUNT_COLUMNS = ("goodput_scale", "n_requests", "n_finished", "n_unfinished", "last_completion_s",
+                  "throughput_rps", "goodput_rps")
+_PERCENTILE_COLUMNS = tuple(f"{m}_p{p}_s" for m in _LATENCY_METRICS for p in PERCENTILES)
+_TAIL_COLUMNS = ("mean_prompt_tokens", "mean_output_tokens", "preemptions")
+_SUMMARY_METRIC_COLUMNS = frozenset(_COUNT_COLUMNS + _PERCENTILE_COLUMNS + _TAIL_COLUMNS)
 
 
 def _require(df: pd.DataFrame, columns: Iterable[str], where: str) -> None:
@@ -343,18 +334,10 @@ def summarize(
         "llm",
         *(["model"] if has_model else []),
         *sweep,
-        "goodput_scale",
-        "n_requests",
-        "n_finished",
-        "n_unfinished",
-        "last_completion_s",
-        "throughput_rps",
-        "goodput_rps",
+        *_COUNT_COLUMNS,
         *label_list,
-        *[f"{m_}_p{p}_s" for m_ in _LATENCY_METRICS for p in PERCENTILES],
-        "mean_prompt_tokens",
-        "mean_output_tokens",
-        "preemptions",
+        *_PERCENTILE_COLUMNS,
+        *_TAIL_COLUMNS,
     ]
     out = out[order].reset_index(drop=True)
     for c in ("n_requests", "n_finished", "n_unfinished", "preemptions"):
