@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from muxsim.config import load_config
-from muxsim.runner import cell_workload, placement_for, _seq_tokens
+from muxsim.runner import cell_workload, placement_for, seq_tokens
 from muxsim.catalog import get_gpu, get_model
 from muxsim.perf import get_latency_model
 from muxsim.sim.driver import simulate
@@ -64,7 +64,7 @@ def main() -> None:
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
                 res = simulate(p, strategy, wl, cfg.llm_names(), models, cell.rates, gpu, lat,
-                               cfg.scheduler, _seq_tokens(cfg), cfg.workload.drain_limit_s)
+                               cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s)
                 walls.append(time.perf_counter() - t0)
             wall = statistics.median(walls)
             row = {"cell": cell.label, "strategy": strategy, "requests": len(wl), "jobs": res.n_jobs,

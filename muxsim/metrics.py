@@ -39,6 +39,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from muxsim.records import REQUEST_COLUMNS as _RECORD_COLUMNS
+
 __all__ = [
     "REQUEST_COLUMNS",
     "PERCENTILES",
@@ -50,24 +52,9 @@ __all__ = [
     "attainment_column",
 ]
 
-#: Columns the simulator writes for every request (dtype as produced by the simulator).
-REQUEST_COLUMNS: tuple[str, ...] = (
-    "cell",
-    "strategy",
-    "request_id",
-    "llm",
-    "model",
-    "arrival_s",
-    "prefill_start_s",
-    "first_token_s",
-    "finish_s",
-    "prompt_tokens",
-    "output_tokens",
-    "preemptions",
-    "finished",
-    "reason",
-    "slo_base_s",
-)
+#: Columns of a run's request table: the cell and strategy, then what both drivers write for
+#: every request (:data:`muxsim.records.REQUEST_COLUMNS`).
+REQUEST_COLUMNS: tuple[str, ...] = ("cell", "strategy") + _RECORD_COLUMNS
 
 #: Percentiles reported for TTFT, TPOT and latency (in percent).
 PERCENTILES: tuple[int, ...] = (50, 90, 99)

@@ -144,10 +144,6 @@ def cell_placement(args) -> Placement:
 
 def seq_tokens(cfg: ExperimentConfig) -> int:
     """Tokens per sequence ADBS quotas assume: the config's, else mean prompt + output."""
-    return _seq_tokens(cfg)
-
-
-def _seq_tokens(cfg: ExperimentConfig) -> int:
     if cfg.scheduler.quota_seq_tokens is not None:
         return cfg.scheduler.quota_seq_tokens
     return int(round(sum(workload_means(cfg))))
@@ -165,7 +161,7 @@ def run_cell(args) -> CellRun:
     models = [get_model(m) for m in cfg.llm_models()]
     res = simulate(placement, strategy, wl, cfg.llm_names(), models, cell.rates,
                    get_gpu(cfg.cluster.gpu), get_latency_model(cfg.cluster.gpu), cfg.scheduler,
-                   _seq_tokens(cfg), cfg.workload.drain_limit_s)
+                   seq_tokens(cfg), cfg.workload.drain_limit_s)
     df = res.requests
     df.insert(0, "strategy", strategy)
     df.insert(0, "cell", cell.label)

@@ -110,7 +110,6 @@ class LLMRuntime:
         self.quota_blocks = 0
         self.mesh = -1
         self.curve = None  # a driver's latency handle; the policy never reads it
-        self.n_preempted = 0
         # a live driver sets a list here to learn which requests to evict from its engine
         self.evicted: list[Request] | None = None
 
@@ -228,7 +227,6 @@ class LLMRuntime:
             self._release_running(r, pool)
             r.done = r.done + self.iter - r.join_iter
             r.preemptions += 1
-            self.n_preempted += 1
             self.waiting.appendleft(r)
             if self.evicted is not None:
                 self.evicted.append(r)

@@ -114,7 +114,8 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
         seq_tokens: tokens per sequence assumed by ADBS quotas.
         drain_limit_s: stop this many simulated seconds after the last arrival; None runs until
             every request finished.
-        fast_forward: skip SimPy events for jobs nothing can disturb (same results, faster).
+        fast_forward: process each mesh's job ends ahead of the SimPy clock, up to its next
+            arrival (same results, fewer SimPy events); False gives one event per job end.
 
     Returns:
         A :class:`SimResult`; every request either finished or carries a reason.
