@@ -11,6 +11,14 @@ from .arrivals import ARRIVAL_PROCESSES, arrival_times
 from .generate import WORKLOAD_COLUMNS, generate_workload, load_workload, save_workload
 from .lengths import SHAREGPT_LENGTHS_PATH, EmpiricalLengths, FixedLengths, LengthSampler, ScaledLengths
 from .popularity import popularity_rates
+from .traces import (
+    TRACE_FORMATS,
+    TraceFormatError,
+    assign_arrivals,
+    detect_format,
+    load_muxserve_rates,
+    load_trace,
+)
 
 __all__ = [
     "ARRIVAL_PROCESSES",
@@ -19,9 +27,15 @@ __all__ = [
     "LengthSampler",
     "SHAREGPT_LENGTHS_PATH",
     "ScaledLengths",
+    "TRACE_FORMATS",
+    "TraceFormatError",
     "WORKLOAD_COLUMNS",
     "arrival_times",
+    "assign_arrivals",
+    "detect_format",
     "generate_workload",
+    "load_muxserve_rates",
+    "load_trace",
     "load_workload",
     "popularity_rates",
     "save_workload",
