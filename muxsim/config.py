@@ -3,7 +3,8 @@
 An experiment is a cluster, a list of LLMs, a workload (popularity law or explicit rates, arrival
 process, lengths, duration), a list of strategies, SLO scales, scheduler knobs and optionally an
 explicit placement. List-valued ``alpha`` and ``max_rate`` make a sweep: one cell per combination,
-each run under every strategy.
+each run under every strategy. ``workload.rate_sets`` instead lists explicit per-LLM rate vectors
+(e.g. a trace at several time compressions): one cell per set.
 
 Unknown keys are rejected everywhere (``extra="forbid"``), so a typo names its field.
 """
@@ -24,6 +25,7 @@ __all__ = [
     "ClusterConfig",
     "LLMGroup",
     "PopularityConfig",
+    "RateSet",
     "LengthsConfig",
     "WorkloadConfig",
     "SLOConfig",
@@ -126,26 +128,60 @@ class PopularityConfig(_Strict):
         return list(self.max_rate) if isinstance(self.max_rate, list) else [self.max_rate]
 
 
+class RateSet(_Strict):
+    """One cell of a ``workload.rate_sets`` sweep: a label and one rate (req/s) per LLM, in the
+    listed LLM order."""
+
+    label: str = Field(min_length=1)
+    rates: list[float] = Field(min_length=1)
+
+    @field_validator("rates")
+    @classmethod
+    def _positive(cls, v):
+        for r in v:
+            if not (r > 0 and r != float("inf")):
+                raise ValueError(f"rates must be finite req/s > 0, got {r}")
+        return v
+
+
 class LengthsConfig(_Strict):
-    """Prompt/output lengths: ``sharegpt`` (the shipped empirical distribution, optionally
-    multiplied by ``scale``, at least 4 tokens) or fixed."""
+    """Prompt/output lengths: ``sharegpt`` (the shipped empirical distribution) or fixed.
+
+    ShareGPT lengths may be resized, at least 4 tokens each: ``scale`` multiplies prompt and
+    output alike; ``mean_prompt`` and ``mean_output`` (tokens, both or neither) instead rescale
+    prompt and output by separate factors chosen so the means match, e.g. a trace's
+    (:meth:`muxsim.workload.ScaledLengths.matching_means`; the shape of each side is kept).
+    """
 
     kind: Literal["sharegpt", "fixed"] = "sharegpt"
     prompt: int | None = Field(default=None, ge=1, le=32768)
     output: int | None = Field(default=None, ge=1, le=32768)
     scale: float = Field(default=1.0, gt=0)
+    mean_prompt: float | None = Field(default=None, gt=4, le=32768)
+    mean_output: float | None = Field(default=None, gt=4, le=32768)
 
     @model_validator(mode="after")
     def _fixed_needs_values(self):
         if self.kind == "fixed" and (self.prompt is None or self.output is None):
             raise ValueError("lengths.kind 'fixed' needs both 'prompt' and 'output' (tokens)")
+        means = (self.mean_prompt is not None, self.mean_output is not None)
+        if any(means):
+            if not all(means):
+                raise ValueError("lengths: give both 'mean_prompt' and 'mean_output' (tokens), or neither")
+            if self.kind != "sharegpt":
+                raise ValueError("lengths: 'mean_prompt'/'mean_output' rescale kind 'sharegpt'; "
+                                 "kind 'fixed' takes 'prompt' and 'output'")
+            if self.scale != 1.0:
+                raise ValueError("lengths: 'scale' and 'mean_prompt'/'mean_output' both resize "
+                                 "the lengths; give one")
         return self
 
 
 class WorkloadConfig(_Strict):
     """Arrivals and lengths.
 
-    Either ``popularity`` (power law) or per-group ``rate`` in ``llms`` sets the rates.
+    Exactly one of ``popularity`` (power law), per-group ``rate`` in ``llms`` or ``rate_sets``
+    (explicit per-LLM rate vectors, one sweep cell each, in listed order) sets the rates.
     ``arrival``: ``poisson`` or ``gamma`` (with coefficient of variation ``cv``).
     ``max_requests_per_llm`` caps each LLM's request count. ``drain_limit_s`` bounds simulated
     time after the last arrival; requests unfinished then are reported with that reason.
@@ -160,6 +196,7 @@ class WorkloadConfig(_Strict):
     cv: float = Field(default=1.0, gt=0)
     lengths: LengthsConfig = LengthsConfig()
     popularity: PopularityConfig | None = None
+    rate_sets: list[RateSet] | None = Field(default=None, min_length=1)
     max_requests_per_llm: int | None = Field(default=None, ge=1)
     drain_limit_s: float | None = Field(default=None, gt=0)
 
@@ -167,6 +204,15 @@ class WorkloadConfig(_Strict):
     def _duration_or_file(self):
         if self.duration_s is None and self.file is None:
             raise ValueError("duration_s is required (seconds > 0) unless a workload 'file' is replayed")
+        if self.rate_sets is not None:
+            if self.popularity is not None:
+                raise ValueError("give either 'rate_sets' or 'popularity', not both")
+            if self.file is not None:
+                raise ValueError("give either 'rate_sets' or a replayed 'file', not both")
+            labels = [r.label for r in self.rate_sets]
+            dup = sorted({x for x in labels if labels.count(x) > 1})
+            if dup:
+                raise ValueError(f"rate_sets labels must be unique; repeated: {dup}")
         return self
 
 
@@ -268,7 +314,18 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _rates_defined(self):
         fixed = [g.rate is not None for g in self.llms]
-        if self.workload.popularity is None and self.workload.file is None and not all(fixed):
+        sets = self.workload.rate_sets
+        if sets is not None:
+            with_rate = [i for i, f in enumerate(fixed) if f]
+            if with_rate:
+                raise ValueError(f"workload.rate_sets sets every LLM's rate; drop 'rate' from llms "
+                                 f"group(s) {with_rate}")
+            n = sum(g.count for g in self.llms)
+            for k, rs in enumerate(sets):
+                if len(rs.rates) != n:
+                    raise ValueError(f"workload.rate_sets[{k}] {rs.label!r} has {len(rs.rates)} rates; "
+                                     f"the config lists {n} LLMs (llm-0..llm-{n - 1}), one rate each")
+        elif self.workload.popularity is None and self.workload.file is None and not all(fixed):
             raise ValueError(
                 "workload.popularity is missing and some llms have no 'rate': give every LLM "
                 "group a rate (req/s) or set workload.popularity {alpha, max_rate}"
@@ -299,12 +356,18 @@ class ExperimentConfig(_Strict):
         return [g.model for g in self.llms for _ in range(g.count)]
 
     def cells(self) -> list["Cell"]:
-        """The sweep: one cell per (alpha, max_rate) combination, each with per-LLM rates."""
+        """The sweep: one cell per (alpha, max_rate) combination, each with per-LLM rates; or
+        one per rate set, labelled with its label, with param ``avg_rate`` (mean of its rates,
+        req/s) for plotting."""
         from muxsim.workload import popularity_rates
 
         n = sum(g.count for g in self.llms)
         if self.workload.file is not None:
             return [replay_cell(self.workload.file, self.llm_names())]
+        if self.workload.rate_sets is not None:
+            return [Cell(label=rs.label, params={"avg_rate": sum(rs.rates) / len(rs.rates)},
+                         rates=[float(r) for r in rs.rates])
+                    for rs in self.workload.rate_sets]
         fixed = [g.rate for g in self.llms for _ in range(g.count)]
         pop = self.workload.popularity
         if pop is None:

@@ -38,6 +38,7 @@ __all__ = [
     "print_report",
     "plot_throughput",
     "plot_slo_attainment",
+    "plot_attainment_sweep",
     "write_outputs",
 ]
 
@@ -50,6 +51,7 @@ OUTPUT_FILES: tuple[str, ...] = (
     "config.resolved.yaml",
     "throughput.png",
     "slo_attainment.png",
+    "slo_attainment_sweep.png",
     "run.json",
 )
 
@@ -215,9 +217,53 @@ def plot_throughput(
     Raises:
         ValueError: a required column is missing or the summary has no overall row.
     """
-    rows = _overall(summary, "plot_throughput")
+    return _plot_overall(summary, path, x, "throughput_rps", "throughput (req/s)",
+                         "Overall throughput", "plot_throughput")
+
+
+def plot_attainment_sweep(
+    summary: pd.DataFrame, path: str | os.PathLike, x: str | None = None
+) -> Path:
+    """Plot overall SLO attainment at the goodput scale against a sweep parameter (e.g.
+    ``alpha``, or ``avg_rate`` of a ``rate_sets`` sweep), one line per strategy.
+
+    Same layout and fallbacks as :func:`plot_throughput` (facets for other varying sweep
+    parameters; a bar plot per cell when ``x`` does not work as an axis).
+
+    Args:
+        summary: output of :func:`muxsim.metrics.summarize` (default group columns).
+        path: destination PNG; written atomically (``<stem>.tmp.png``, then renamed).
+        x: sweep-parameter column for the x axis; ``None`` picks the first numeric sweep
+            column that varies.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: a required column is missing, the summary holds several goodput scales, or
+            it has no overall row.
+    """
+    g = _goodput_scale(summary, "plot_attainment_sweep")
+    att = attainment_column(g)
+    _require(summary, [att], "plot_attainment_sweep")
+    return _plot_overall(summary, path, x, att, f"SLO attainment @{g:g}",
+                         f"SLO attainment at SLO scale {g:g}", "plot_attainment_sweep",
+                         ylim=(-0.02, 1.02))
+
+
+def _plot_overall(
+    summary: pd.DataFrame,
+    path: str | os.PathLike,
+    x: str | None,
+    y: str,
+    ylabel: str,
+    title: str,
+    where: str,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
+    rows = _overall(summary, where)
     if rows.empty:
-        raise ValueError("plot_throughput: summary has no overall (llm == 'all') rows")
+        raise ValueError(f"{where}: summary has no overall (llm == 'all') rows")
     if x is None:
         x = _auto_x(rows)
     hue_order = list(pd.unique(rows["strategy"]))
@@ -230,7 +276,10 @@ def plot_throughput(
         and rows[x].nunique() > 1
     )
     if usable:
-        others = [c for c in sweep_columns(rows) if c != x and rows[c].nunique(dropna=False) > 1]
+        # Sweep parameters are numeric; text columns carried along (``latency_source``, which
+        # differs between strategies whose meshes differ) are not facets.
+        others = [c for c in sweep_columns(rows) if c != x and rows[c].nunique(dropna=False) > 1
+                  and pd.api.types.is_numeric_dtype(rows[c])]
         if others:
             facet = "_facet"
             rows[facet] = [
@@ -246,7 +295,7 @@ def plot_throughput(
             grid = sns.relplot(
                 data=rows.sort_values(x, kind="mergesort"),
                 x=x,
-                y="throughput_rps",
+                y=y,
                 hue="strategy",
                 hue_order=hue_order,
                 kind="line",
@@ -256,20 +305,22 @@ def plot_throughput(
                 height=3.5,
                 aspect=1.3,
             )
-            grid.set_axis_labels(x, "throughput (req/s)")
+            grid.set_axis_labels(x, ylabel)
+            if ylim is not None:
+                grid.set(ylim=ylim)
             if facet:
                 grid.set_titles("{col_name}")
             fig = grid.figure
         else:
             fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * rows["cell"].nunique() + 2), 4))
-            sns.barplot(
-                data=rows, x="cell", y="throughput_rps", hue="strategy", hue_order=hue_order, ax=ax
-            )
-            ax.set_ylabel("throughput (req/s)")
+            sns.barplot(data=rows, x="cell", y=y, hue="strategy", hue_order=hue_order, ax=ax)
+            ax.set_ylabel(ylabel)
+            if ylim is not None:
+                ax.set_ylim(*ylim)
             ax.tick_params(axis="x", labelrotation=30)
             # Outside the axes: inside, the legend would hide bars of some cell.
             sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0))
-        fig.suptitle("Overall throughput", y=1.02)
+        fig.suptitle(title, y=1.02)
     return _save_figure(fig, path)
 
 
@@ -346,7 +397,8 @@ def write_outputs(
     Files (:data:`OUTPUT_FILES`): ``requests.parquet`` (``requests_df`` as given, no index),
     ``summary.parquet`` and ``summary.csv``, ``ratios.csv``, ``config.resolved.yaml``
     (``resolved_config`` through :func:`yaml.safe_dump`, keys sorted), ``throughput.png``
-    (:func:`plot_throughput` against ``plot_x``), ``slo_attainment.png`` and ``run.json``
+    (:func:`plot_throughput` against ``plot_x``), ``slo_attainment.png``,
+    ``slo_attainment_sweep.png`` (:func:`plot_attainment_sweep` against ``plot_x``) and ``run.json``
     (``seed``, ``version``, the sorted names of the other files and the entries of ``extra``;
     deliberately no timestamp, so that the same config and seed reproduce every byte). Each file
     is written to a temporary name and moved into place; the caller renames the directory into
@@ -361,7 +413,8 @@ def write_outputs(
         resolved_config: the fully resolved run configuration (plain YAML-safe types).
         seed: the run's random seed.
         version: muxsim version string.
-        plot_x: sweep column for the throughput plot's x axis; ``None`` picks the first numeric
+        plot_x: sweep column for the x axis of the throughput and attainment-sweep plots;
+            ``None`` picks the first numeric
             sweep column that varies (bar plot per cell when there is none).
         extra: further JSON-serialisable facts of the run (e.g. placements, latency-model
             sources), added as top-level keys of ``run.json``; they must be deterministic too.
@@ -418,6 +471,8 @@ def write_outputs(
             plot_throughput(summary, path, x=plot_x)
         elif name == "slo_attainment.png":
             plot_slo_attainment(summary, path)
+        elif name == "slo_attainment_sweep.png":
+            plot_attainment_sweep(summary, path, x=plot_x)
         else:
             _atomic_write(path, writers[name])
         written.append(path)

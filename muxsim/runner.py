@@ -50,11 +50,20 @@ class CellRun:
     wall_s: float
 
 
+@lru_cache(maxsize=8)
+def _sharegpt_matching(mean_prompt: float, mean_output: float) -> ScaledLengths:
+    # the factor search samples the base distribution; cells and strategies share its result
+    return ScaledLengths.matching_means(EmpiricalLengths.sharegpt(), mean_prompt, mean_output)
+
+
 def lengths_sampler(cfg: ExperimentConfig):
-    """The config's length sampler (ShareGPT-derived empirical or fixed)."""
+    """The config's length sampler (ShareGPT-derived empirical, scaled by one factor or to
+    given mean prompt/output lengths, or fixed)."""
     lc = cfg.workload.lengths
     if lc.kind == "fixed":
         return FixedLengths(lc.prompt, lc.output)
+    if lc.mean_prompt is not None:
+        return _sharegpt_matching(float(lc.mean_prompt), float(lc.mean_output))
     if lc.scale != 1.0:
         return ScaledLengths(EmpiricalLengths.sharegpt(), lc.scale)
     return EmpiricalLengths.sharegpt()

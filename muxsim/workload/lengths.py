@@ -1,11 +1,13 @@
 """Request length distributions: prompt (prefill) and output (decode) tokens per request.
 
-Two samplers share one interface (:class:`LengthSampler`):
+Three samplers share one interface (:class:`LengthSampler`):
 
 * :class:`EmpiricalLengths` -- ShareGPT first turns as used by the MuxServe paper
   (docs/muxserve.md §8), from the derived summary ``traces/sharegpt_first_turn_lengths.json``
   (see traces/README.md; the raw data is never shipped).
 * :class:`FixedLengths` -- every request has the same lengths; for tests and calibration.
+* :class:`ScaledLengths` -- another sampler's lengths times a factor per side, e.g. ShareGPT
+  rescaled to a trace's mean prompt and output lengths (:meth:`ScaledLengths.matching_means`).
 """
 
 from __future__ import annotations
@@ -228,27 +230,97 @@ class FixedLengths:
 
 
 class ScaledLengths:
-    """Another sampler's lengths multiplied by ``scale`` and rounded, at least ``minimum``
-    tokens each: the shape of a real distribution at a size small models on a CPU can serve.
+    """Another sampler's lengths multiplied by a factor and rounded, at least ``minimum``
+    tokens each: the shape of a real distribution at another size (e.g. one small models on a
+    CPU can serve, or a trace's mean lengths).
+
+    Prompt and output have their own factors (``scale`` for both unless ``output_scale`` is
+    given). :meth:`matching_means` picks the two factors that give the scaled sampler chosen
+    mean prompt and output lengths. Scaling keeps each side's shape (quantiles move by the
+    factor, apart from rounding and the ``minimum`` clamp) and the rank correlation between
+    prompt and output, but not the base's length filters: a factor above 1 may exceed them.
 
     Args:
         base: a length sampler (e.g. ``EmpiricalLengths.sharegpt()``).
-        scale: factor > 0.
+        scale: factor > 0 for prompt lengths (and output lengths unless ``output_scale``).
         minimum: smallest length after scaling, tokens >= 1.
+        output_scale: factor > 0 for output lengths; ``None`` uses ``scale``.
 
     Raises:
-        ValueError: ``scale`` <= 0 or ``minimum`` < 1.
+        ValueError: a factor <= 0 or ``minimum`` < 1.
     """
 
-    def __init__(self, base: LengthSampler, scale: float, minimum: int = 4) -> None:
-        if not scale > 0 or minimum < 1:
-            raise ValueError(f"ScaledLengths needs scale > 0 and minimum >= 1, got {scale!r}, {minimum!r}")
+    #: Size and seed of the fixed sample the scaled means are estimated (and matched) on.
+    _MEAN_SAMPLE = 200_000
+    _MEAN_SEED = 0
+
+    def __init__(self, base: LengthSampler, scale: float, minimum: int = 4,
+                 output_scale: float | None = None) -> None:
+        out_scale = scale if output_scale is None else output_scale
+        if not (scale > 0 and out_scale > 0) or minimum < 1:
+            raise ValueError(f"ScaledLengths needs scale > 0, output_scale > 0 and minimum >= 1, "
+                             f"got {scale!r}, {output_scale!r}, {minimum!r}")
         self.base = base
         self.scale = float(scale)
+        self.output_scale = float(out_scale)
         self.minimum = int(minimum)
         # the mean of the scaled lengths, estimated once from a fixed large sample
-        p, o = self.sample(np.random.default_rng(0), 200_000)
-        self._means = (float(p.mean()), float(o.mean()))
+        p, o = self.base.sample(np.random.default_rng(self._MEAN_SEED), self._MEAN_SAMPLE)
+        self._means = (float(self._apply(p, self.scale, self.minimum).mean()),
+                       float(self._apply(o, self.output_scale, self.minimum).mean()))
+
+    @classmethod
+    def matching_means(cls, base: LengthSampler, mean_prompt: float, mean_output: float,
+                       minimum: int = 4) -> "ScaledLengths":
+        """The scaled sampler whose mean prompt and output lengths are ``mean_prompt`` and
+        ``mean_output`` tokens.
+
+        Each side's factor is found by bisection on the fixed sample the means are estimated
+        on (the mean of ``max(minimum, rint(x * f))`` rises with ``f``), so the clamp's upward
+        shift of the mean is accounted for. The sampler's ``mean_prompt``/``mean_output`` then
+        equal the targets to within about 0.05 % (the mean moves in steps as tied lengths cross
+        a rounding boundary together), and a fresh sample of n requests is off by its sampling
+        error, the coefficient of variation / sqrt(n) (ShareGPT: 1.4 for prompts, 0.6 for
+        outputs, so 0.3 % / 0.13 % at n = 200,000).
+
+        Args:
+            base: a length sampler.
+            mean_prompt, mean_output: target means, tokens, > ``minimum``.
+            minimum: smallest length after scaling, tokens >= 1.
+
+        Raises:
+            ValueError: a target is not above ``minimum`` (the clamp alone gives that mean),
+                or ``minimum`` < 1.
+        """
+        if minimum < 1:
+            raise ValueError(f"minimum must be >= 1 token, got {minimum!r}")
+        p, o = base.sample(np.random.default_rng(cls._MEAN_SEED), cls._MEAN_SAMPLE)
+        factors = []
+        for name, x, target in (("mean_prompt", p, mean_prompt), ("mean_output", o, mean_output)):
+            if not (math.isfinite(target) and target > minimum):
+                raise ValueError(f"{name} must be a finite number of tokens > {minimum} "
+                                 f"(the minimum length), got {target!r}")
+            x = x.astype(float)
+            lo, hi = 0.0, max(1.0, 2.0 * target / max(float(x.mean()), 1e-9))
+            while cls._apply(x, hi, minimum).mean() < target:
+                hi *= 2.0
+            for _ in range(60):
+                mid = 0.5 * (lo + hi)
+                m = cls._apply(x, mid, minimum).mean()
+                if m < target:
+                    lo = mid
+                else:
+                    hi = mid
+                if hi - lo < 1e-12 * hi:
+                    break
+            # the nearer of the two brackets (the mean is a step function of the factor)
+            m_lo, m_hi = cls._apply(x, lo, minimum).mean(), cls._apply(x, hi, minimum).mean()
+            factors.append(lo if lo > 0 and abs(m_lo - target) < abs(m_hi - target) else hi)
+        return cls(base, factors[0], minimum, output_scale=factors[1])
+
+    @staticmethod
+    def _apply(x: np.ndarray, factor: float, minimum: int) -> np.ndarray:
+        return np.maximum(minimum, np.rint(x * factor)).astype(np.int64)
 
     @property
     def mean_prompt(self) -> float:
@@ -263,8 +335,9 @@ class ScaledLengths:
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``(prompt, output)`` int64 arrays of shape ``(n,)``: the base sample scaled."""
         p, o = self.base.sample(rng, n)
-        f = lambda x: np.maximum(self.minimum, np.rint(x * self.scale)).astype(np.int64)
-        return f(p), f(o)
+        return self._apply(p, self.scale, self.minimum), self._apply(o, self.output_scale, self.minimum)
 
     def __repr__(self) -> str:
-        return f"ScaledLengths({self.base!r}, scale={self.scale}, minimum={self.minimum})"
+        sides = (f"scale={self.scale}" if self.output_scale == self.scale
+                 else f"scale={self.scale:.6g}, output_scale={self.output_scale:.6g}")
+        return f"ScaledLengths({self.base!r}, {sides}, minimum={self.minimum})"
