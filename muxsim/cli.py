@@ -19,11 +19,13 @@ from rich.console import Console
 import numpy as np
 
 from muxsim import __version__
+from muxsim.trace_cli import trace_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="muxsim: simulate MuxServe and its baselines on a GPU cluster.")
 calibrate_app = typer.Typer(no_args_is_help=True, help="Fit latency models to measured profiles.")
 app.add_typer(calibrate_app, name="calibrate")
+app.add_typer(trace_app, name="trace")
 
 
 def _consoles() -> tuple[Console, Console]:
