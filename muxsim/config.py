@@ -4,7 +4,9 @@ An experiment is a cluster, a list of LLMs, a workload (popularity law or explic
 process, lengths, duration), a list of strategies, SLO scales, scheduler knobs and optionally an
 explicit placement. List-valued ``alpha`` and ``max_rate`` make a sweep: one cell per combination,
 each run under every strategy. ``workload.rate_sets`` instead lists explicit per-LLM rate vectors
-(e.g. a trace at several time compressions): one cell per set.
+(e.g. a trace at several time compressions): one cell per set. ``workload.trace`` replays a real
+request trace split among the LLMs (a :class:`muxsim.workload.synth.SynthSpec`); a list-valued
+``popularity.alpha`` there sweeps the split, one cell per alpha.
 
 Unknown keys are rejected everywhere (``extra="forbid"``), so a typo names its field.
 """
@@ -12,6 +14,8 @@ Unknown keys are rejected everywhere (``extra="forbid"``), so a typo names its f
 from __future__ import annotations
 
 import itertools
+import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from muxsim.catalog import GPUS, MODELS, get_gpu, get_model
+from muxsim.workload.synth import PopularitySpec, SynthSpec, synthesize
 
 __all__ = [
     "ConfigError",
@@ -27,6 +32,8 @@ __all__ = [
     "PopularityConfig",
     "RateSet",
     "LengthsConfig",
+    "TracePopularity",
+    "TraceConfig",
     "WorkloadConfig",
     "SLOConfig",
     "SchedulerConfig",
@@ -36,6 +43,7 @@ __all__ = [
     "ExperimentConfig",
     "Cell",
     "load_config",
+    "trace_workload",
     "STRATEGIES",
 ]
 
@@ -177,6 +185,69 @@ class LengthsConfig(_Strict):
         return self
 
 
+class TracePopularity(PopularitySpec):
+    """:class:`muxsim.workload.synth.PopularitySpec` whose ``alpha`` may be a list: the
+    experiment then sweeps it, one cell per alpha."""
+
+    alpha: float | list[float] | None = None
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v):
+        if v is None:
+            return v
+        vals = v if isinstance(v, list) else [v]
+        if not vals:
+            raise ValueError("alpha list is empty")
+        for a in vals:
+            if not (math.isfinite(a) and a >= 0):
+                raise ValueError(f"alpha must be finite and >= 0, got {a}")
+        if len(set(vals)) != len(vals):
+            raise ValueError(f"alpha values must be unique, got {vals}")
+        return v
+
+
+class TraceConfig(SynthSpec):
+    """``workload.trace``: a real request trace split among the experiment's LLMs, written as a
+    ``muxsim trace synth`` spec (:class:`muxsim.workload.synth.SynthSpec`, same keys and steps:
+    source, window, condense / target_rate, llms, popularity, seed, max_requests).
+
+    Differences, all about fitting the spec into an experiment: ``llms`` may be omitted (it is
+    then the experiment's ``llm-0 .. llm-{n-1}``; given, it must be n or a list of exactly those
+    names, whose order is the popularity order); ``popularity.alpha`` may be a list (one sweep
+    cell per alpha); ``seed`` may be omitted (the experiment's ``seed`` is used, so ``--seed``
+    changes the split). Without ``popularity`` the LLMs get equal shares.
+    """
+
+    popularity: TracePopularity | None = None
+    seed: int | None = Field(default=None, ge=0)
+
+    @field_validator("popularity")
+    @classmethod
+    def _count_agrees(cls, v, info):  # replaces SynthSpec's: the count may come from the config
+        llms = info.data.get("llms")
+        n = llms if isinstance(llms, int) else (len(llms) if isinstance(llms, list) else None)
+        fixed = v.count() if v is not None else None
+        if fixed is not None and n is not None and fixed != n:
+            raise ValueError(f"weights are for {fixed} LLMs but llms gives {n}")
+        return v
+
+    def alphas(self) -> list[float | None]:
+        """Alpha of each sweep cell: the list, the single value, or [None] (no power law)."""
+        a = self.popularity.alpha if self.popularity is not None else None
+        return list(a) if isinstance(a, list) else [a]
+
+    def cell_spec(self, names: list[str], cell_index: int, seed: int) -> SynthSpec:
+        """The plain :class:`SynthSpec` of one cell: ``llms`` filled in from ``names`` (unless
+        a list is given), alpha of the cell, ``seed`` when the trace gives none."""
+        d = self.model_dump()
+        d["llms"] = list(self.llms) if isinstance(self.llms, list) else list(names)
+        d["seed"] = self.seed if self.seed is not None else seed
+        if d["popularity"] is not None and d["popularity"]["alpha"] is not None:
+            d["popularity"]["alpha"] = self.alphas()[cell_index]
+        return SynthSpec.model_validate(d)
+
+
 class WorkloadConfig(_Strict):
     """Arrivals and lengths.
 
@@ -188,6 +259,10 @@ class WorkloadConfig(_Strict):
     ``file``: replay a saved workload (Parquet, :func:`muxsim.workload.save_workload` schema)
     instead of drawing one; per-LLM rates for placement and quotas are then its request counts
     over its span, and ``duration_s`` may be omitted.
+    ``trace``: split a real request trace among the LLMs (:class:`TraceConfig`); arrivals and
+    lengths are the trace's, so ``lengths``, ``arrival``, ``cv`` and ``max_requests_per_llm``
+    are refused (use ``trace.max_requests``); per-LLM rates are request counts over the span;
+    ``duration_s``, when given, keeps the arrivals before it (after condensing).
     """
 
     duration_s: float | None = Field(default=None, gt=0)
@@ -199,11 +274,25 @@ class WorkloadConfig(_Strict):
     rate_sets: list[RateSet] | None = Field(default=None, min_length=1)
     max_requests_per_llm: int | None = Field(default=None, ge=1)
     drain_limit_s: float | None = Field(default=None, gt=0)
+    trace: TraceConfig | None = None
 
     @model_validator(mode="after")
     def _duration_or_file(self):
-        if self.duration_s is None and self.file is None:
-            raise ValueError("duration_s is required (seconds > 0) unless a workload 'file' is replayed")
+        if self.trace is not None:
+            for k in ("popularity", "rate_sets", "file"):
+                if getattr(self, k) is not None:
+                    raise ValueError(f"give either 'trace' or {k!r}, not both (the trace sets every LLM's "
+                                     "requests; its own popularity goes under trace.popularity)")
+            if self.lengths != LengthsConfig():
+                raise ValueError("'lengths' does not apply to a trace, which brings its own prompt and "
+                                 "output lengths; drop it")
+            if self.arrival != "poisson" or self.cv != 1.0:
+                raise ValueError("'arrival'/'cv' do not apply to a trace, which brings its own arrival times "
+                                 "(a length-only trace takes trace.source.rate/arrival/cv); drop them")
+            if self.max_requests_per_llm is not None:
+                raise ValueError("'max_requests_per_llm' does not apply to a trace; use trace.max_requests")
+        elif self.duration_s is None and self.file is None:
+            raise ValueError("duration_s is required (seconds > 0) unless a workload 'file' or 'trace' is replayed")
         if self.rate_sets is not None:
             if self.popularity is not None:
                 raise ValueError("give either 'rate_sets' or 'popularity', not both")
@@ -315,7 +404,28 @@ class ExperimentConfig(_Strict):
     def _rates_defined(self):
         fixed = [g.rate is not None for g in self.llms]
         sets = self.workload.rate_sets
-        if sets is not None:
+        trace = self.workload.trace
+        if trace is not None:
+            with_rate = [i for i, f in enumerate(fixed) if f]
+            if with_rate:
+                raise ValueError(f"workload.trace sets every LLM's requests; drop 'rate' from llms "
+                                 f"group(s) {with_rate}")
+            names = self.llm_names()
+            n = len(names)
+            if isinstance(trace.llms, int) and trace.llms != n:
+                raise ValueError(f"workload.trace.llms is {trace.llms}; the config lists {n} LLMs "
+                                 f"(llm-0..llm-{n - 1}); omit it to split among those")
+            if isinstance(trace.llms, list) and sorted(trace.llms) != sorted(names):
+                other = sorted(set(trace.llms) - set(names))
+                what = f"names LLMs the config does not list: {other[:5]}" if other else \
+                    f"lists {len(trace.llms)} LLMs"
+                raise ValueError(f"workload.trace.llms {what}; the config lists {n} LLMs "
+                                 f"(llm-0..llm-{n - 1}); omit it to split among those")
+            fixed_n = trace.popularity.count() if trace.popularity is not None else None
+            if fixed_n is not None and fixed_n != n:
+                raise ValueError(f"workload.trace.popularity gives weights for {fixed_n} LLMs; the config "
+                                 f"lists {n} (llm-0..llm-{n - 1})")
+        elif sets is not None:
             with_rate = [i for i, f in enumerate(fixed) if f]
             if with_rate:
                 raise ValueError(f"workload.rate_sets sets every LLM's rate; drop 'rate' from llms "
@@ -358,12 +468,18 @@ class ExperimentConfig(_Strict):
     def cells(self) -> list["Cell"]:
         """The sweep: one cell per (alpha, max_rate) combination, each with per-LLM rates; or
         one per rate set, labelled with its label, with param ``avg_rate`` (mean of its rates,
-        req/s) for plotting."""
+        req/s) for plotting; or one per ``workload.trace`` alpha (:func:`trace_cells`).
+
+        Raises:
+            ConfigError: a replayed file or trace that cannot be read or synthesized.
+        """
         from muxsim.workload import popularity_rates
 
         n = sum(g.count for g in self.llms)
         if self.workload.file is not None:
             return [replay_cell(self.workload.file, self.llm_names())]
+        if self.workload.trace is not None:
+            return trace_cells(self)
         if self.workload.rate_sets is not None:
             return [Cell(label=rs.label, params={"avg_rate": sum(rs.rates) / len(rs.rates)},
                          rates=[float(r) for r in rs.rates])
@@ -413,11 +529,64 @@ def replay_cell(path: str, names: list[str]) -> Cell:
     unknown = sorted(set(wl["llm"]) - set(names))
     if unknown:
         raise ConfigError(f"workload.file names LLMs the config does not list: {unknown[:5]}; listed: llm-0..llm-{len(names) - 1}")
-    span = max(float(wl["arrival_s"].max()) if len(wl) else 0.0, 1e-9)
+    return Cell(label=f"replay={Path(path).stem}", params={}, rates=_rates_over_span(wl, names, None))
+
+
+def _rates_over_span(wl, names: list[str], span: float | None) -> list[float]:
+    """Per-LLM requests / span (req/s; span = the last arrival when None), at least 1e-3: an LLM
+    with no request still needs a positive rate for placement and KV quotas."""
+    if span is None:
+        span = float(wl["arrival_s"].max()) if len(wl) else 0.0
+    span = max(span, 1e-9)
     counts = wl["llm"].value_counts()
-    # an LLM with no request still needs a positive rate for placement and KV quotas
-    rates = [max(float(counts.get(n, 0)) / span, 1e-3) for n in names]
-    return Cell(label=f"replay={Path(path).stem}", params={}, rates=rates)
+    return [max(float(counts.get(n, 0)) / span, 1e-3) for n in names]
+
+
+@lru_cache(maxsize=16)
+def _synthesized(spec_json: str, duration_s: float | None):
+    from muxsim.workload.synth import _renumbered
+
+    spec = SynthSpec.model_validate_json(spec_json)
+    try:
+        df = synthesize(spec)
+    except (ValueError, OSError) as e:
+        msg = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"workload.trace: {msg}") from None
+    if duration_s is not None:
+        df = _renumbered(df[df["arrival_s"] < duration_s])
+        if len(df) == 0:
+            raise ConfigError(f"workload.duration_s: {duration_s:g} s keeps no request of the trace")
+    return df
+
+
+def trace_workload(cfg: "ExperimentConfig", cell_index: int):
+    """The synthesized workload of cell ``cell_index`` of a ``workload.trace`` experiment (a fresh
+    copy; synthesis is cached per process, keyed on the cell's spec).
+
+    Raises:
+        ConfigError: missing or malformed trace (one line naming ``workload.trace``).
+    """
+    tr = cfg.workload.trace
+    spec = tr.cell_spec(cfg.llm_names(), cell_index, cfg.seed)
+    return _synthesized(spec.model_dump_json(), cfg.workload.duration_s).copy()
+
+
+def trace_cells(cfg: "ExperimentConfig") -> list[Cell]:
+    """Cells of a ``workload.trace`` experiment: one per alpha of ``trace.popularity.alpha``
+    (label ``alpha=<a>``, param ``alpha``), or a single cell labelled ``trace=<file stem>``
+    without a power law. Per-LLM rates are each LLM's requests over the span
+    (``workload.duration_s``, else the last arrival), as for a replayed file."""
+    tr = cfg.workload.trace
+    names = cfg.llm_names()
+    cells = []
+    for k, alpha in enumerate(tr.alphas()):
+        wl = trace_workload(cfg, k)
+        rates = _rates_over_span(wl, names, cfg.workload.duration_s)
+        if alpha is None:
+            cells.append(Cell(label=f"trace={Path(tr.source.path).stem}", params={}, rates=rates))
+        else:
+            cells.append(Cell(label=f"alpha={alpha:g}", params={"alpha": float(alpha)}, rates=rates))
+    return cells
 
 
 def _format_validation_error(err: ValidationError) -> str:
@@ -461,12 +630,43 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
         f = Path(wl["file"])
         if not f.is_absolute() and not f.exists() and (p.parent / f).exists():
             raw = {**raw, "workload": {**wl, "file": str(p.parent / f)}}
+    if isinstance(wl, dict) and isinstance(wl.get("trace"), dict):
+        raw = {**raw, "workload": {**wl, "trace": _resolve_trace_paths(wl["trace"], p)}}
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{p}: {_format_validation_error(e)}") from None
     except ValueError as e:  # catalog lookups raised outside pydantic's wrapping
         raise ConfigError(f"{p}: {e}") from None
+    tr = cfg.workload.trace
+    if tr is not None:
+        for key, v in (("source.path", tr.source.path),
+                       ("popularity.rates_file", tr.popularity.rates_file if tr.popularity else None)):
+            if v is not None and not Path(v).expanduser().exists():
+                raise ConfigError(f"{p}: workload.trace.{key}: file not found: {v} (a relative path is "
+                                  f"looked up in the current folder, then beside the config)")
+    return cfg
+
+
+def _resolve_trace_paths(trace: dict, config_path: Path) -> dict:
+    """``workload.trace`` with its relative file paths (``source.path``, ``source.tokenizer``,
+    ``popularity.rates_file``) made to point beside the config when they are not found in the
+    current folder but are there (as for ``workload.file``)."""
+
+    def fix(v):
+        if not isinstance(v, str):
+            return v
+        f = Path(v).expanduser()
+        if not f.is_absolute() and not f.exists() and (config_path.parent / f).exists():
+            return str(config_path.parent / f)
+        return v
+
+    out = dict(trace)
+    for key, field in (("source", "path"), ("source", "tokenizer"), ("popularity", "rates_file")):
+        sub = out.get(key)
+        if isinstance(sub, dict) and field in sub:
+            out[key] = {**sub, field: fix(sub[field])}
+    return out
 
 
 def allowed_names() -> str:

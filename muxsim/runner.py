@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from muxsim.catalog import get_gpu, get_model
-from muxsim.config import Cell, ExperimentConfig
+from muxsim.config import Cell, ExperimentConfig, trace_workload
 from muxsim.core.placement import (
     LLMDemand,
     Placement,
@@ -75,11 +75,13 @@ def cell_seed(cfg: ExperimentConfig, cell_index: int) -> int:
 
 
 def cell_workload(cfg: ExperimentConfig, cell: Cell, cell_index: int) -> pd.DataFrame:
-    """Draw the cell's workload (see :func:`muxsim.workload.generate_workload`), or read the
-    replayed file."""
+    """Draw the cell's workload (see :func:`muxsim.workload.generate_workload`), read the
+    replayed file, or synthesize it from the trace (:func:`muxsim.config.trace_workload`)."""
     w = cfg.workload
     if w.file is not None:
         return load_workload(w.file)
+    if w.trace is not None:
+        return trace_workload(cfg, cell_index)
     return generate_workload(cfg.llm_names(), cell.rates, w.duration_s, lengths_sampler(cfg),
                              seed=cell_seed(cfg, cell_index), process=w.arrival, cv=w.cv,
                              max_requests_per_llm=w.max_requests_per_llm)
@@ -92,9 +94,13 @@ def _file_means(path: str) -> tuple[float, float]:
 
 
 def workload_means(cfg: ExperimentConfig) -> tuple[float, float]:
-    """Mean prompt and output tokens of the config's workload (the replayed file's when given)."""
+    """Mean prompt and output tokens of the config's workload (the replayed file's, or the
+    synthesized trace's, when given: a split keeps every request, so all cells share them)."""
     if cfg.workload.file is not None:
         return _file_means(cfg.workload.file)
+    if cfg.workload.trace is not None:
+        wl = trace_workload(cfg, 0)
+        return float(wl["prompt_tokens"].mean()), float(wl["output_tokens"].mean())
     lengths = lengths_sampler(cfg)
     return lengths.mean_prompt, lengths.mean_output
 
