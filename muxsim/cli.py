@@ -44,7 +44,10 @@ class _Fail(Exception):
 
 
 def _fail(msg: str) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: messages quote things like pip install -e '.[vllm]', which is not markup
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 

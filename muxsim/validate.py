@@ -70,7 +70,28 @@ def engine_factory(name: str) -> Callable:
         from muxsim.live.hf import TransformersEngine
 
         return TransformersEngine
-    raise ConfigError("live.engine 'vllm' is not implemented yet; allowed now: transformers")
+    if name == "vllm":
+        import importlib.util
+
+        # vllm is imported only in the worker processes: check here, in one line
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError("live.engine 'vllm' needs the 'vllm' extra: vllm not installed "
+                              "(pip install -e '.[vllm]'); vLLM runs on CUDA GPUs only, not on CPU")
+        from muxsim.live.vllm_engine import VLLMEngine
+
+        return VLLMEngine
+    raise ConfigError(f"unknown live.engine {name!r}; allowed: transformers, vllm")
+
+
+def pinned_cores(n_llms: int, threads: int, device: str, pin: bool) -> list[tuple[int, ...] | None]:
+    """CPU cores for each LLM's worker: consecutive blocks of ``threads`` cores from the ones
+    this process may use, wrapping around when there are more workers than cores. None for
+    each when ``pin`` is off, the device is not the CPU, or the OS cannot pin
+    (``os.sched_getaffinity`` missing)."""
+    if not pin or device != "cpu" or not hasattr(os, "sched_getaffinity"):
+        return [None] * n_llms
+    allowed = sorted(os.sched_getaffinity(0))
+    return [tuple(allowed[(i * threads + k) % len(allowed)] for k in range(threads)) for i in range(n_llms)]
 
 
 def calibrate_for(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool = False,

@@ -61,8 +61,8 @@ class JobResult:
 
 
 class Engine(ABC):
-    """A live backend. Implementation so far: ``muxsim.live.hf.TransformersEngine``
-    (transformers, CPU or CUDA)."""
+    """A live backend. Implementations: ``muxsim.live.hf.TransformersEngine`` (transformers,
+    CPU or CUDA) and ``muxsim.live.vllm_engine.VLLMEngine`` (vLLM, CUDA GPUs only)."""
 
     @abstractmethod
     def load(self, llm: str, model: ModelSpec, partition: Partition, checkpoint: str | None = None,
