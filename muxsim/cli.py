@@ -340,7 +340,7 @@ def validate(
 
         from muxsim import metrics
         from muxsim.runner import preflight
-        from muxsim.validate import plot_attainment, validate_experiment
+        from muxsim.validate import compare, plot_attainment, validate_experiment
 
         global console, err_console
         console, err_console = _consoles()
@@ -362,7 +362,11 @@ def validate(
             (staging / "config.resolved.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
             (staging / "run.json").write_text(json.dumps({
                 "seed": cfg.seed, "version": __version__,
-                "job_overhead_s": {f"{c} | {s}": v for (c, s), v in res.overheads_s.items()}}, indent=1))
+                "job_overhead_s": {f"{c} | {s}": v for (c, s), v in res.overheads_s.items()},
+                "speed": {f"{c} | {s}": {"factors": v["factors"].as_dict(), "before": v["before"].as_dict(),
+                                         "after": v["after"].as_dict(), "drift": v["drift"],
+                                         "attempts": v["attempts"]}
+                          for (c, s), v in res.speeds.items()}}, indent=1))
             _swap_into_place(staging, out_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -384,6 +388,20 @@ def validate(
         console.print(t)
         att = cmp_[cmp_.metric.str.startswith("slo_attainment") & (cmp_.llm == "all")]
         thr = cmp_[(cmp_.metric == "throughput_rps") & (cmp_.llm == "all")]
+        for (c, strat), v in res.speeds.items():
+            f = v["factors"]
+            console.print(f"{c} {strat}: machine speed at the live run (measured / calibrated job time) "
+                          + ", ".join(f"{n} prefill {f.prefill[n]:.2f} decode {f.decode[n]:.2f}" for n in f.prefill)
+                          + f"; drift during the run {v['drift']:.0%} ({v['attempts']} attempt(s))"
+                          + (f" [above live.max_drift {cfg.live.max_drift:.0%}: not a steady machine]"
+                             if v["drift"] > cfg.live.max_drift else ""), markup=False)
+        other = [r for r in res.summary.run.unique() if r.startswith("simulated-")]
+        if other:
+            alt = compare(res.summary.assign(run=res.summary.run.replace({"simulated": "_", other[0]: "simulated"})),
+                          cfg.slo.scales)
+            alt = alt[alt.metric.str.startswith("slo_attainment") & (alt.llm == "all")]
+            console.print(f"{other[0]} simulation (for reference): largest SLO-attainment gap "
+                          f"{alt.abs_error.abs().max() * 100:.1f} pp")
         console.print(f"largest SLO-attainment gap {att.abs_error.abs().max() * 100:.1f} pp; "
                       f"largest throughput error {thr.rel_error.abs().max():.1%}; outputs: {out_dir}")
 

@@ -359,13 +359,29 @@ class CalibrationGridConfig(_Strict):
 
 class LiveConfig(_Strict):
     """The live backend of ``muxsim validate``: engine, device and partition threads, optional
-    local checkpoints per model, and the calibration grid."""
+    local checkpoints per model, and the calibration grid.
+
+    ``pin_cores`` pins each LLM's CPU worker to its own core(s) (round robin over the cores this
+    process may use).
+
+    Speed: reference jobs run right before and after every live run (:mod:`muxsim.live.speed`)
+    and measure the machine's speed then, relative to the calibration. ``speed_correction``
+    makes the compared simulation the one whose curves are scaled by that speed (both are
+    reported either way; off by default: on this project's 2-core VM it did not reliably
+    narrow the gap, see the README). A run during which that speed moved by more than
+    ``max_drift`` (a fraction) is repeated up to ``retries`` more times (the decision reads
+    only the reference jobs, never the run's outcome).
+    """
 
     engine: Literal["transformers", "vllm"] = "transformers"
     device: str = "cpu"
     threads: int = Field(default=1, ge=1)
     checkpoints: dict[str, str] | None = None
     calibration: CalibrationGridConfig = CalibrationGridConfig()
+    pin_cores: bool = True
+    speed_correction: bool = False
+    max_drift: float = Field(default=0.15, gt=0)
+    retries: int = Field(default=0, ge=0)
 
     @field_validator("device")
     @classmethod

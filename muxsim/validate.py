@@ -1,10 +1,17 @@
 """Validation: the simulator against a real engine on the same workload and placement.
 
 ``validate_experiment`` calibrates the engine (or reuses a calibration), fits the latency model
-to it, then for every cell and strategy simulates and runs live with the same policy objects,
+to it, then for every cell and strategy runs live and simulates with the same policy objects,
 and compares per LLM and overall: throughput, TTFT and TPOT percentiles, and SLO attainment at
 each SLO scale (both runs judge a request against the same SLO: scale x its latency served
 alone, from the calibrated model).
+
+Each live run sits between two speed probes (:mod:`muxsim.live.speed`): reference jobs that
+measure how fast the machine runs then, relative to the calibration, and how much that moved
+during the run. A second simulation uses the calibrated curves scaled by that speed; with
+``live.speed_correction`` it is the one compared (run ``simulated``, the other kept as
+``simulated-uncorrected``), else it is kept as ``simulated-corrected``. A run during which the
+speed moved by more than ``live.max_drift`` is repeated up to ``live.retries`` times.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import pandas as pd
 from muxsim import metrics
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import ConfigError, ExperimentConfig
+from muxsim.live.speed import ScaledLatency, probe_speed
+from muxsim.runner import seq_tokens
 
-__all__ = ["ValidationResult", "engine_factory", "calibrate_for", "compare", "validate_experiment", "plot_attainment",
+__all__ = ["ValidationResult", "engine_factory", "pinned_cores", "calibrate_for", "compare", "validate_experiment", "plot_attainment",
            "COMPARED_METRICS"]
 
 #: Metrics compared besides SLO attainment (summary column names).
@@ -42,6 +51,8 @@ class ValidationResult:
         overheads_s: per (cell, strategy), the median driver/engine overhead per live job (s).
         jobs: every live job with its measured and predicted duration (see
             :class:`muxsim.live.driver.LiveResult`), plus cell and strategy.
+        speeds: per (cell, strategy), the machine's speed at the live run (see
+            :func:`_steady_live_run`): speed factors, both probes, drift and attempts.
     """
 
     requests: pd.DataFrame
@@ -50,14 +61,16 @@ class ValidationResult:
     calibration: Path
     overheads_s: dict
     jobs: pd.DataFrame
+    speeds: dict
 
 
 def engine_factory(name: str) -> Callable:
-    """The engine class for ``name``, called with no arguments to make an engine. Only
-    ``transformers`` exists so far.
+    """The engine class for ``name``, called with no arguments to make an engine:
+    ``transformers`` (:class:`muxsim.live.hf.TransformersEngine`, CPU or CUDA) or ``vllm``
+    (:class:`muxsim.live.vllm_engine.VLLMEngine`, CUDA GPUs only).
 
     Raises:
-        ConfigError: the engine's extra is not installed, or the engine is not implemented.
+        ConfigError: the engine's extra is not installed, or an unknown engine name.
     """
     if name == "transformers":
         import importlib.util
@@ -174,9 +187,9 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
         muxsim.core.placement.PlacementError: infeasible placement.
         muxsim.live.engine.EngineError: the engine failed.
     """
-    from muxsim.live.driver import load_models, run_live
+    from muxsim.live.driver import load_models
     from muxsim.live.engine import Partition
-    from muxsim.runner import cell_workload, placement_for, seq_tokens
+    from muxsim.runner import cell_workload, placement_for
     from muxsim.sim.driver import simulate
 
     say = progress or (lambda label: None)
@@ -186,26 +199,35 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     names = cfg.llm_names()
     models = [get_model(m) for m in cfg.llm_models()]
     live = cfg.live
-    parts = {n: Partition(device=live.device, threads=live.threads) for n in names}
+    parts = {n: Partition(device=live.device, threads=live.threads, cores=c)
+             for n, c in zip(names, pinned_cores(len(names), live.threads, live.device, live.pin_cores))}
     ckpt = {n: live.checkpoints[m] for n, m in zip(names, cfg.llm_models())
             if live.checkpoints and m in live.checkpoints}
     frames = []
     jobs = []
     overheads = {}
+    speeds = {}
+    model_of = dict(zip(names, cfg.llm_models()))
     with engine_factory(cfg.live.engine)() as engine:
         load_models(engine, names, models, parts, cfg.seed, ckpt)
         for ci, cell in enumerate(cfg.cells()):
             wl = cell_workload(cfg, cell, ci)
             for strategy in cfg.strategies:
                 placement = placement_for(cfg, cell, "spatial" if strategy == "spatial" else "muxserve", latency)
-                args = (placement, strategy, wl, names, models, cell.rates, gpu, latency)
-                sim = simulate(*args, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s).requests
-                say(f"{cell.label} {strategy}: simulated")
-                res = run_live(*args, engine, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s)
-                say(f"{cell.label} {strategy}: measured ({res.wall_s:.1f} s)")
+                args = (placement, strategy, wl, names, models, cell.rates, gpu)
+                res, speed = _steady_live_run(engine, args, latency, cfg, say, f"{cell.label} {strategy}")
+                speeds[(cell.label, strategy)] = speed
+                scaled = ScaledLatency(latency, ScaledLatency.per_model(speed["factors"], model_of))
+                # "simulated" is the one compared; the other is kept to show what the speed
+                # correction changes
+                sims = ({"simulated": scaled, "simulated-uncorrected": latency} if live.speed_correction
+                        else {"simulated": latency, "simulated-corrected": scaled})
                 overheads[(cell.label, strategy)] = res.job_overhead_s
                 jobs.append(res.jobs.assign(cell=cell.label, strategy=strategy))
-                for run, df in (("simulated", sim), ("measured", res.requests)):
+                runs = {run: simulate(*args, lat, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s,
+                                      slo_latency=latency).requests for run, lat in sims.items()}
+                runs["measured"] = res.requests
+                for run, df in runs.items():
                     df = df.copy()
                     df.insert(0, "run", run)
                     df.insert(0, "strategy", strategy)
@@ -217,12 +239,49 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     summary = metrics.summarize(requests, cfg.slo.scales, cfg.slo.goodput_scale,
                                 group_cols=("cell", "strategy", "run"))
     return ValidationResult(requests, summary, compare(summary, cfg.slo.scales), fitted, overheads,
-                            pd.concat(jobs, ignore_index=True))
+                            pd.concat(jobs, ignore_index=True), speeds)
+
+
+def _steady_live_run(engine, args, latency, cfg: ExperimentConfig, say, label: str):
+    """One live run between two speed probes, repeated (up to ``live.retries`` more times) while
+    the machine's speed moved by more than ``live.max_drift`` between them.
+
+    The repeat decision reads only the reference jobs, never the run's outcome, so it cannot
+    pick a run that happens to match the simulation.
+
+    Returns:
+        (the :class:`~muxsim.live.driver.LiveResult` of the last attempt, a dict with its
+        ``factors`` (geometric mean of both probes), ``before``, ``after``, ``drift`` and the
+        number of ``attempts``).
+    """
+    from muxsim.live.driver import run_live
+
+    placement, strategy, wl, names, models, rates, gpu = args
+    curves = {}
+    for mesh in placement.meshes:
+        for llm in mesh.llms:
+            k = names.index(llm)
+            curves[llm] = latency.curve(models[k], mesh.gpus, gpu)
+    live = cfg.live
+    # measure the speed under the concurrency the run will have: jobs of several LLMs at once
+    # unless one mesh runs one job at a time
+    concurrent = strategy != "temporal" or len(placement.meshes) > 1
+    for attempt in range(1, live.retries + 2):
+        before = probe_speed(engine, curves, repeats=2, concurrent=concurrent)
+        res = run_live(*args, latency, engine, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s)
+        after = probe_speed(engine, curves, repeats=2, concurrent=concurrent)
+        drift = before.drift(after)
+        say(f"{label}: measured ({res.wall_s:.1f} s, speed drift {drift:.0%})")
+        if drift <= live.max_drift:
+            break
+    return res, {"factors": before.combined(after), "before": before, "after": after, "drift": drift,
+                 "attempts": attempt, "concurrent": concurrent}
 
 
 def plot_attainment(summary: pd.DataFrame, path: Path) -> Path:
-    """SLO attainment vs SLO scale, simulated (dashed) and measured (solid), per strategy,
-    one panel per cell; written atomically."""
+    """SLO attainment vs SLO scale, measured (solid) and simulated (dashed; the other
+    simulation, with or without the speed correction, dotted), per strategy, one panel per cell;
+    written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,8 +292,10 @@ def plot_attainment(summary: pd.DataFrame, path: Path) -> Path:
     rows = summary[summary.llm == "all"].melt(id_vars=["cell", "strategy", "run"], value_vars=att,
                                               var_name="scale", value_name="attainment")
     rows["scale"] = rows["scale"].str.split("@").str[1].astype(float)
+    order = [r for r in ("measured", "simulated", "simulated-uncorrected", "simulated-corrected")
+             if r in set(rows["run"])]
     g = sns.relplot(data=rows, x="scale", y="attainment", hue="strategy", style="run",
-                    style_order=["measured", "simulated"], col="cell", kind="line", marker="o",
+                    style_order=order, col="cell", kind="line", marker="o",
                     height=3.6, aspect=1.3, facet_kws={"sharey": True})
     g.set(xscale="log", ylim=(-0.02, 1.02), xlabel="SLO scale", ylabel="SLO attainment")
     g.figure.suptitle("SLO attainment: simulated vs measured", y=1.03)

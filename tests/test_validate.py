@@ -5,6 +5,7 @@ Skips (with the reason) only when the 'live' extra (torch, transformers) is not 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -34,10 +35,19 @@ def test_validate_cpu_writes_table_and_plot(validated):
         assert (out / f).stat().st_size > 0, f
     assert "simulated vs measured" in text
     req = pd.read_parquet(out / "requests.parquet")
-    assert set(req.run) == {"simulated", "measured"}
+    # the compared simulation, the live run, and the simulation scaled by the probed speed
+    assert set(req.run) == {"simulated", "measured", "simulated-corrected"}
+    speed = json.loads((out / "run.json").read_text())["speed"]
+    assert len(speed) == 3
+    for v in speed.values():
+        # factors near 1: the reference jobs timed the engine the calibration describes
+        for phase in ("prefill", "decode"):
+            assert set(v["factors"][phase]) == {"llm-0", "llm-1"}
+            assert all(0.3 < f < 3 for f in v["factors"][phase].values()), v
+        assert v["attempts"] == 1 and v["drift"] >= 0
     assert set(req.strategy) == {"muxserve", "spatial", "temporal"}
     # both runs replay the same requests
-    for _, g in req.groupby("strategy"):
+    for _, g in req[req.run != "simulated-corrected"].groupby("strategy"):
         a = g[g.run == "simulated"].sort_values("request_id")[["llm", "arrival_s", "prompt_tokens"]]
         b = g[g.run == "measured"].sort_values("request_id")[["llm", "arrival_s", "prompt_tokens"]]
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))

@@ -332,6 +332,7 @@ def run_calibration(
     threads: int = 1,
     progress: Callable[[int, int, str], None] | None = None,
     timing: str = "engine",
+    cores: tuple[int, ...] | None = None,
 ) -> pd.DataFrame:
     """Measure every (model, sm_pct, batch, seq) point of the grid and write/extend ``out``.
 
@@ -359,6 +360,8 @@ def run_calibration(
         engine_name: the ``engine`` column (e.g. ``"transformers"``).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         threads: CPU threads of each model's worker (>= 1).
+        cores: CPU cores every model's worker is pinned to (see
+            :attr:`muxsim.live.engine.Partition.cores`); None leaves placement to the OS.
         progress: called as ``progress(done, total, label)`` after each measured point, with
             ``total`` the number of points this call measures (those not already in ``out``)
             and ``label`` naming the point; an exception it raises stops the sweep after that
@@ -405,7 +408,8 @@ def run_calibration(
             for _, m, b, s in mine:
                 if m not in loaded:
                     part = Partition(device=device, threads=threads,
-                                     sm_pct=sm if device != "cpu" else None)
+                                     sm_pct=sm if device != "cpu" else None,
+                                     cores=tuple(cores) if cores else None)
                     engine.load(m, get_model(m), part, seed=0)
                     loaded.add(m)
                 label = _label(m, sm, b, s)

@@ -94,9 +94,15 @@ def run_live(placement: Placement, strategy: str, workload: pd.DataFrame, names:
 
 def load_models(engine: Engine, names: Sequence[str], models: Sequence[ModelSpec],
                 partitions: Mapping[str, Partition], seed: int = 0,
-                checkpoints: Mapping[str, str] | None = None) -> None:
+                checkpoints: Mapping[str, str] | None = None, reserve_tokens: int = 2048) -> None:
     """Load every LLM onto its partition (random weights from ``seed`` unless a local
-    checkpoint folder is given for its name).
+    checkpoint folder is given for its name), then warm it up.
+
+    The warm-up runs one batch of 16 prompts holding ``reserve_tokens`` tokens in all, so the
+    engine's KV cache and allocator reach that size before any run: the transformers engine
+    grows its KV slot pool by doubling and copying it, a stall of tens of ms (and a burst of
+    memory traffic that slows the other partitions) that would otherwise land in the middle of
+    a measured run. Runs holding more tokens than this at once still grow it.
 
     Raises:
         muxsim.live.engine.EngineError: a model could not be loaded.
@@ -104,6 +110,7 @@ def load_models(engine: Engine, names: Sequence[str], models: Sequence[ModelSpec
     for name, model in zip(names, models):
         engine.load(name, model, partitions[name], (checkpoints or {}).get(name), seed)
         # first calls pay one-off costs (allocator growth, kernel selection): not part of a run
+        engine.measure(name, 16, max(1, reserve_tokens // 16), warmup=0, repeats=1)
         engine.measure(name, 2, 32, warmup=2, repeats=1)
 
 

@@ -692,6 +692,12 @@ def _worker_main(llm: str, spec: ModelSpec, partition: Partition, checkpoint: st
         # CUDA in this fresh process yet (importing torch does not initialise it).
         os.environ["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(round(partition.sm_pct)))
     try:
+        if partition.cores:
+            try:
+                os.sched_setaffinity(0, set(partition.cores))
+            except (AttributeError, OSError) as exc:
+                raise RuntimeError(f"cannot pin the worker to cores {list(partition.cores)}: {exc}; "
+                                   f"allowed: {sorted(os.sched_getaffinity(0))}") from None
         if checkpoint is not None:
             check_checkpoint(checkpoint)  # before the slow imports: fail in a fraction of a second
         import torch

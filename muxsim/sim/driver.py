@@ -100,7 +100,7 @@ def build_schedulers(placement: Placement, strategy: str, names: Sequence[str],
 def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names: Sequence[str],
              models: Sequence[ModelSpec], rates: Sequence[float], gpu: GPUSpec, latency,
              cfg: SchedulerConfig, seq_tokens: int, drain_limit_s: float | None = None,
-             fast_forward: bool = True) -> SimResult:
+             fast_forward: bool = True, slo_latency=None) -> SimResult:
     """Simulate one strategy on one workload.
 
     Args:
@@ -116,6 +116,9 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
             every request finished.
         fast_forward: process each mesh's job ends ahead of the SimPy clock, up to its next
             arrival (same results, fewer SimPy events); False gives one event per job end.
+        slo_latency: latency model for each request's SLO base latency (its latency served
+            alone); None uses ``latency``. Validation simulates with speed-corrected curves but
+            keeps the SLOs on the calibrated model, as the live run does.
 
     Returns:
         A :class:`SimResult`; every request either finished or carries a reason.
@@ -218,7 +221,7 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
     else:
         env.run(until=stop_at)
 
-    df = request_table(reqs, reasons, names, models, latency, gpu,
+    df = request_table(reqs, reasons, names, models, slo_latency if slo_latency is not None else latency, gpu,
                        DRAINED if drain_limit_s is not None else STALLED)
     # a mesh may have run ahead of the SimPy clock with its last jobs (see run_jobs)
     end = max(float(env.now), float(np.nanmax(df["finish_s"])) if df["finished"].any() else 0.0)
