@@ -1,0 +1,113 @@
+"""Machine-speed probes and speed-scaled latency models (muxsim.live.speed), core pinning."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from muxsim.catalog import get_gpu, get_model
+from muxsim.config import load_config
+from muxsim.live.speed import ScaledCurve, ScaledLatency, SpeedFactors, probe_speed
+from muxsim.perf import get_latency_model
+from muxsim.runner import cell_workload, placement_for, seq_tokens
+from muxsim.sim.driver import simulate
+from muxsim.validate import pinned_cores
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = get_gpu("cpu-core")
+
+
+def test_speed_factors_combine_and_drift():
+    a = SpeedFactors({"x": 1.0, "y": 2.0}, {"x": 1.0, "y": 0.5})
+    b = SpeedFactors({"x": 4.0, "y": 2.0}, {"x": 1.21, "y": 0.5})
+    c = a.combined(b)
+    assert c.prefill == {"x": 2.0, "y": 2.0}
+    assert math.isclose(c.decode["x"], 1.1) and c.decode["y"] == 0.5
+    assert math.isclose(a.drift(b), 3.0)  # x's prefill went from 1.0 to 4.0
+    assert a.drift(a) == 0.0
+    assert a.as_dict() == {"prefill": {"x": 1.0, "y": 2.0}, "decode": {"x": 1.0, "y": 0.5}}
+    with pytest.raises(ValueError, match="different LLMs"):
+        a.combined(SpeedFactors({"x": 1.0}, {"x": 1.0}))
+
+
+def test_scaled_curve_and_model():
+    base = get_latency_model("a100-80gb")
+    m7, m13 = get_model("llama-7b"), get_model("llama-13b")
+    c = base.curve(m7, 1, get_gpu("a100-80gb"))
+    s = ScaledCurve(c, 1.5, 0.8)
+    assert s.prefill_s(512, 4, 60) == pytest.approx(1.5 * c.prefill_s(512, 4, 60))
+    assert s.decode_s(8, 4096, 60) == pytest.approx(0.8 * c.decode_s(8, 4096, 60))
+    assert (s.model, s.n_gpus, s.gpu) == (c.model, c.n_gpus, c.gpu)
+    assert s.source == f"{c.source}*speed"
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite and > 0"):
+            ScaledCurve(c, bad, 1.0)
+    factors = SpeedFactors({"a": 1.0, "b": 4.0, "c": 2.0}, {"a": 1.0, "b": 1.0, "c": 0.5})
+    per = ScaledLatency.per_model(factors, {"a": "llama-7b", "b": "llama-7b", "c": "llama-13b"})
+    assert per == {"llama-7b": (2.0, 1.0), "llama-13b": (2.0, 0.5)}
+    lat = ScaledLatency(base, {"llama-7b": (2.0, 1.0)})
+    gpu = get_gpu("a100-80gb")
+    assert lat.curve(m7, 1, gpu).prefill_s(100, 1, 100) == pytest.approx(2 * c.prefill_s(100, 1, 100))
+    # a model without factors keeps its curve
+    assert lat.curve(m13, 1, gpu).decode_s(4, 400, 50) == base.curve(m13, 1, gpu).decode_s(4, 400, 50)
+
+
+def test_slo_latency_keeps_the_slo_while_durations_scale():
+    cfg = load_config(ROOT / "experiments" / "validate_cpu.yaml")
+    cell = cfg.cells()[0]
+    wl = cell_workload(cfg, cell, 0)
+    latency = get_latency_model("cpu-core")
+    placement = placement_for(cfg, cell, "muxserve", latency)
+    names, models = cfg.llm_names(), [get_model(m) for m in cfg.llm_models()]
+    args = (placement, "muxserve", wl, names, models, cell.rates, CPU)
+    slow = ScaledLatency(latency, {m.name: (1.3, 1.3) for m in models})
+    base = simulate(*args, latency, cfg.scheduler, seq_tokens(cfg)).requests
+    scaled = simulate(*args, slow, cfg.scheduler, seq_tokens(cfg), slo_latency=latency).requests
+    own = simulate(*args, slow, cfg.scheduler, seq_tokens(cfg)).requests
+    np.testing.assert_array_equal(scaled.slo_base_s, base.slo_base_s)
+    assert np.allclose(own.slo_base_s, 1.3 * base.slo_base_s)
+    lat_base = (base.finish_s - base.arrival_s).median()
+    lat_scaled = (scaled.finish_s - scaled.arrival_s).median()
+    assert lat_scaled > 1.2 * lat_base
+
+
+def test_pinned_cores():
+    assert pinned_cores(3, 1, "cpu", False) == [None] * 3
+    assert pinned_cores(2, 1, "cuda:0", True) == [None, None]
+    import os
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("this OS cannot pin processes to cores")
+    allowed = sorted(os.sched_getaffinity(0))
+    cores = pinned_cores(len(allowed) + 1, 1, "cpu", True)
+    assert [c[0] for c in cores] == allowed + allowed[:1]  # round robin
+    two = pinned_cores(2, 2, "cpu", True)
+    assert all(len(c) == 2 and set(c) <= set(allowed) for c in two)
+
+
+def test_probe_speed_on_a_real_engine():
+    pytest.importorskip("torch", reason="the live engine needs the 'live' extra (torch)")
+    pytest.importorskip("transformers", reason="the live engine needs the 'live' extra (transformers)")
+    from muxsim.live.engine import Partition
+    from muxsim.live.hf import TransformersEngine
+
+    # a roofline curve of a nominal core: the factors say how far this machine is from it
+    curve = get_latency_model("cpu-core").curve(get_model("llama-tiny-s"), 1, CPU)
+    with TransformersEngine() as eng:
+        for n in ("a", "b"):
+            eng.load(n, get_model("llama-tiny-s"), Partition(), seed=0)
+        with pytest.raises(ValueError, match="points"):
+            probe_speed(eng, {"a": curve}, points=[(0, 4)])
+        alone = probe_speed(eng, {"a": curve, "b": curve}, points=[(2, 16)], warmup=1, repeats=2)
+        both = probe_speed(eng, {"a": curve, "b": curve}, points=[(2, 16)], warmup=1, repeats=2,
+                           concurrent=True)
+        for f in (alone, both):
+            assert set(f.prefill) == set(f.decode) == {"a", "b"}
+            assert all(math.isfinite(v) and v > 0 for v in [*f.prefill.values(), *f.decode.values()])
+        # reference jobs leave nothing behind: a workload request id is still free
+        j = eng.submit_prefill("a", [(0, 8)])
+        assert any(r.job_id == j for r in eng.wait(30.0))
+        eng.release("a", [0])
