@@ -605,6 +605,25 @@ def trace_cells(cfg: "ExperimentConfig") -> list[Cell]:
     return cells
 
 
+def read_yaml(p: Path, error: type[Exception], what: str):
+    """The parsed YAML document of file ``p``.
+
+    Raises:
+        ``error``: one line -- ``<what> not found: <p>``, ``<p>: malformed YAML at line N: ...``
+            or ``<p>: cannot read: ...``.
+    """
+    if not p.is_file():
+        raise error(f"{what} not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise error(f"{p}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{p}: cannot read: {e}") from None
+
+
 def _format_validation_error(err: ValidationError) -> str:
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -629,14 +648,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
             names the file and the offending field.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+    raw = read_yaml(p, ConfigError, "config file")
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of experiment keys at the top level")
     if overrides:

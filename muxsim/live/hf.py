@@ -853,10 +853,21 @@ class TransformersEngine(Engine):
             raise EngineError(f"{llm}: unsupported device {partition.device!r} (cpu or cuda[:n])")
         if partition.threads < 1:
             raise EngineError(f"{llm}: partition needs >= 1 thread, got {partition.threads}")
+        self._spawn_worker(llm, model, partition, _worker_main,
+                           (llm, model, partition, checkpoint, seed, self._batching),
+                           name=f"muxsim-hf-{llm}", daemon=True, how="")
+
+    def _spawn_worker(self, llm: str, model: ModelSpec, partition: Partition, target, args: tuple,
+                      name: str, daemon: bool, how: str) -> None:
+        """Start ``target(*args, conn)`` in a new process as ``llm``'s worker and wait (at most
+        ``load_timeout_s``) for its ``("ready", info)`` message.
+
+        Raises:
+            EngineError: the worker reported a load error, exited, or timed out (it is stopped
+                first); ``how`` (e.g. ``" with vLLM"``) completes the message.
+        """
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_worker_main, name=f"muxsim-hf-{llm}", daemon=True,
-                                 args=(llm, model, partition, checkpoint, seed, self._batching,
-                                       child_conn))
+        proc = self._ctx.Process(target=target, name=name, daemon=daemon, args=(*args, child_conn))
         proc.start()
         child_conn.close()  # so the parent sees EOF when the worker dies
         worker = _Worker(llm, proc, parent_conn)
@@ -874,10 +885,10 @@ class TransformersEngine(Engine):
         del self._workers[llm]
         _stop_workers({llm: worker}, self._stop_timeout_s)
         if msg is not None:
-            raise EngineError(f"{llm}: cannot load {model.name} on {partition.device}: {msg[1]}")
+            raise EngineError(f"{llm}: cannot load {model.name}{how} on {partition.device}: {msg[1]}")
         if not ready:
-            raise EngineError(f"{llm}: loading {model.name} took over {self._load_timeout_s:g} s")
-        raise EngineError(f"{llm}: worker exited while loading {model.name} "
+            raise EngineError(f"{llm}: loading {model.name}{how} took over {self._load_timeout_s:g} s")
+        raise EngineError(f"{llm}: worker exited while loading {model.name}{how} "
                           f"(exit code {proc.exitcode})")
 
     def close(self) -> None:

@@ -61,7 +61,6 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import wait as _wait_ready
 from typing import Any, Hashable, Protocol
 
 from muxsim.catalog import ModelSpec
@@ -71,7 +70,6 @@ from muxsim.live.hf import (
     TransformersEngine,
     _one_line,
     _stop_workers,
-    _Worker,
     check_checkpoint,
     llama_config,
     prompt_tokens,
@@ -749,32 +747,10 @@ class VLLMEngine(TransformersEngine):
             engine_args(partition, "", dummy=True, memory_fraction=self._opts.memory_fraction)
         except ValueError as exc:
             raise EngineError(f"{llm}: {exc}") from None
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_worker_main, name=f"muxsim-vllm-{llm}", daemon=False,
-                                 args=(llm, model, partition, checkpoint, seed, self._opts,
-                                       child_conn))
-        proc.start()
-        child_conn.close()  # so the parent sees EOF when the worker dies
-        worker = _Worker(llm, proc, parent_conn)
-        self._workers[llm] = worker
-        ready = _wait_ready([parent_conn, proc.sentinel], timeout=self._load_timeout_s)
-        msg = None
-        if parent_conn in ready:
-            try:
-                msg = parent_conn.recv()
-            except (EOFError, OSError):
-                msg = None
-        if msg is not None and msg[0] == "ready":
-            worker.info = msg[1]
-            return
-        del self._workers[llm]
-        _stop_workers({llm: worker}, self._stop_timeout_s)
-        if msg is not None:
-            raise EngineError(f"{llm}: cannot load {model.name} with vLLM on {partition.device}: {msg[1]}")
-        if not ready:
-            raise EngineError(f"{llm}: loading {model.name} with vLLM took over {self._load_timeout_s:g} s")
-        raise EngineError(f"{llm}: worker exited while loading {model.name} with vLLM "
-                          f"(exit code {proc.exitcode})")
+        # not a daemon: vLLM may start processes of its own
+        self._spawn_worker(llm, model, partition, _worker_main,
+                           (llm, model, partition, checkpoint, seed, self._opts),
+                           name=f"muxsim-vllm-{llm}", daemon=False, how=" with vLLM")
 
     def worker_info(self, llm: str) -> dict:
         """What ``llm``'s worker reported when ready: pid, device, the environment it set

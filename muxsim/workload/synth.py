@@ -29,7 +29,6 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .popularity import popularity_rates
@@ -831,19 +830,10 @@ def load_synth_spec(path: str | Path) -> SynthSpec:
             schema violation; the one-line message names the file and the field, e.g.
             ``spec.yaml: popularity.alpha: Input should be greater than or equal to 0``.
     """
-    from muxsim.config import _format_validation_error
+    from muxsim.config import _format_validation_error, read_yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise SynthSpecError(f"synth spec not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SynthSpecError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SynthSpecError(f"{p}: cannot read: {e}") from None
+    raw = read_yaml(p, SynthSpecError, "synth spec")
     if not isinstance(raw, dict):
         raise SynthSpecError(f"{p}: expected a mapping of synth keys (source, llms, popularity, ...) at the top level")
     try:
