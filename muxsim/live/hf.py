@@ -725,7 +725,21 @@ def _worker_main(llm: str, spec: ModelSpec, partition: Partition, checkpoint: st
                          "batching": batching,
                          "dtype": str(runner.dtype), "device": str(runner.device),
                          "malloc_pinned": malloc_pinned}))
-    jobs = {"prefill": runner.prefill, "decode": runner.decode}
+    serve_commands(conn, {"prefill": lambda arg: _timed(runner, runner.prefill, arg),
+                          "decode": lambda arg: _timed(runner, runner.decode, arg)},
+                   runner.release, lambda *point: _measure(runner, *point), _one_line)
+
+
+def serve_commands(conn, jobs: dict, release, measure, one_line) -> None:
+    """A worker's command loop, until ``("stop",)`` or the parent goes away.
+
+    Commands (tuples from ``conn``) and replies: ``("prefill" | "decode", job_id, arg)`` ->
+    ``("done", job_id, kind, started, ended, duration_s)`` from ``jobs[kind](arg)``;
+    ``("release", request_ids)`` -> ``release(request_ids)``, no reply;
+    ``("measure", job_id, batch, seq, warmup, repeats)`` -> ``("measured", job_id, prefill_s,
+    decode_s)`` from ``measure(batch, seq, warmup, repeats)``; a failing job or measurement ->
+    ``("error", job_id, kind, one_line(exc))``, and the loop goes on.
+    """
     while True:
         try:
             cmd = conn.recv()
@@ -736,19 +750,19 @@ def _worker_main(llm: str, spec: ModelSpec, partition: Partition, checkpoint: st
             return
         try:
             if op == "release":
-                runner.release(cmd[1])
+                release(cmd[1])
             elif op in jobs:
                 _, job_id, arg = cmd
                 try:
-                    conn.send(("done", job_id, op, *_timed(runner, jobs[op], arg)))
+                    conn.send(("done", job_id, op, *jobs[op](arg)))
                 except Exception as exc:  # noqa: BLE001
-                    conn.send(("error", job_id, op, _one_line(exc)))
+                    conn.send(("error", job_id, op, one_line(exc)))
             elif op == "measure":
                 _, job_id, batch, seq, warmup, repeats = cmd
                 try:
-                    conn.send(("measured", job_id, *_measure(runner, batch, seq, warmup, repeats)))
+                    conn.send(("measured", job_id, *measure(batch, seq, warmup, repeats)))
                 except Exception as exc:  # noqa: BLE001
-                    conn.send(("error", job_id, op, _one_line(exc)))
+                    conn.send(("error", job_id, op, one_line(exc)))
             else:
                 conn.send(("error", None, op, f"unknown command {op!r}"))
         except (BrokenPipeError, EOFError, OSError):

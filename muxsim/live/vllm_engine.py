@@ -73,6 +73,7 @@ from muxsim.live.hf import (
     check_checkpoint,
     llama_config,
     prompt_tokens,
+    serve_commands,
 )
 
 __all__ = [
@@ -633,34 +634,8 @@ def _worker_main(llm: str, spec: ModelSpec, partition: Partition, checkpoint: st
             return
         info = {"pid": os.getpid(), "device": partition.device, **env, **backend.info()}
         conn.send(("ready", info))
-        jobs = {"prefill": runner.prefill, "decode": runner.decode}
-        while True:
-            try:
-                cmd = conn.recv()
-            except (EOFError, OSError):
-                return  # the parent is gone: nobody will read results
-            op = cmd[0]
-            if op == "stop":
-                return
-            try:
-                if op == "release":
-                    runner.release(cmd[1])
-                elif op in jobs:
-                    _, job_id, arg = cmd
-                    try:
-                        conn.send(("done", job_id, op, *jobs[op](arg)))
-                    except Exception as exc:  # noqa: BLE001
-                        conn.send(("error", job_id, op, _short(exc)))
-                elif op == "measure":
-                    _, job_id, batch, seq, warmup, repeats = cmd
-                    try:
-                        conn.send(("measured", job_id, *_measure(runner, batch, seq, warmup, repeats)))
-                    except Exception as exc:  # noqa: BLE001
-                        conn.send(("error", job_id, op, _short(exc)))
-                else:
-                    conn.send(("error", None, op, f"unknown command {op!r}"))
-            except (BrokenPipeError, EOFError, OSError):
-                return
+        serve_commands(conn, {"prefill": runner.prefill, "decode": runner.decode}, runner.release,
+                       lambda *point: _measure(runner, *point), _short)
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
