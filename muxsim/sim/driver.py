@@ -100,7 +100,7 @@ def build_schedulers(placement: Placement, strategy: str, names: Sequence[str],
 def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names: Sequence[str],
              models: Sequence[ModelSpec], rates: Sequence[float], gpu: GPUSpec, latency,
              cfg: SchedulerConfig, seq_tokens: int, drain_limit_s: float | None = None,
-             fast_forward: bool = True, slo_latency=None) -> SimResult:
+             fast_forward: bool = True, slo_latency=None, speed=None) -> SimResult:
     """Simulate one strategy on one workload.
 
     Args:
@@ -119,6 +119,11 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
         slo_latency: latency model for each request's SLO base latency (its latency served
             alone); None uses ``latency``. Validation simulates with speed-corrected curves but
             keeps the SLOs on the calibrated model, as the live run does.
+        speed: device speed over time: ``speed(llm name, start time s) -> factor`` multiplies
+            the duration of every job that LLM starts then (1 = the latency model's speed, 1.2
+            = 20 % slower). None: the latency model as it is. Validation replays a live run's
+            measured speed this way (:class:`muxsim.live.speed.SpeedTrace`); it can also model
+            a device that throttles for a while.
 
     Returns:
         A :class:`SimResult`; every request either finished or carries a reason.
@@ -173,6 +178,8 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
                 d = c.prefill_s(job.n_tokens, job.n_seqs, job.sm_pct)
             else:
                 d = c.decode_s(job.n_seqs, job.n_tokens, job.sm_pct)
+            if speed is not None:
+                d *= speed(job.llm.name, t)
             heapq.heappush(h, (t + d, next(seq), job))
         n_jobs += len(jobs)
 
