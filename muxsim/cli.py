@@ -365,7 +365,7 @@ def validate(
                 "job_overhead_s": {f"{c} | {s}": v for (c, s), v in res.overheads_s.items()},
                 "speed": {f"{c} | {s}": {"factors": v["factors"].as_dict(), "before": v["before"].as_dict(),
                                          "after": v["after"].as_dict(), "drift": v["drift"],
-                                         "attempts": v["attempts"]}
+                                         "attempts": v["attempts"], "replay": v["replay"]}
                           for (c, s), v in res.speeds.items()}}, indent=1))
             _swap_into_place(staging, out_dir)
         except BaseException:
@@ -395,12 +395,11 @@ def validate(
                           + f"; drift during the run {v['drift']:.0%} ({v['attempts']} attempt(s))"
                           + (f" [above live.max_drift {cfg.live.max_drift:.0%}: not a steady machine]"
                              if v["drift"] > cfg.live.max_drift else ""), markup=False)
-        other = [r for r in res.summary.run.unique() if r.startswith("simulated-")]
-        if other:
-            alt = compare(res.summary.assign(run=res.summary.run.replace({"simulated": "_", other[0]: "simulated"})),
+        for other in [r for r in res.summary.run.unique() if r.startswith("simulated-")]:
+            alt = compare(res.summary.assign(run=res.summary.run.replace({"simulated": "_", other: "simulated"})),
                           cfg.slo.scales)
             alt = alt[alt.metric.str.startswith("slo_attainment") & (alt.llm == "all")]
-            console.print(f"{other[0]} simulation (for reference): largest SLO-attainment gap "
+            console.print(f"{other} simulation (for reference): largest SLO-attainment gap "
                           f"{alt.abs_error.abs().max() * 100:.1f} pp")
         console.print(f"largest SLO-attainment gap {att.abs_error.abs().max() * 100:.1f} pp; "
                       f"largest throughput error {thr.rel_error.abs().max():.1%}; outputs: {out_dir}")

@@ -371,6 +371,9 @@ class LiveConfig(_Strict):
     narrow the gap, see the README). A run during which that speed moved by more than
     ``max_drift`` (a fraction) is repeated up to ``retries`` more times (the decision reads
     only the reference jobs, never the run's outcome).
+
+    ``replay_window_s``: window (s) of the diagnostic ``simulated-replayed`` run, which replays
+    the speed the live run's own jobs met (:class:`muxsim.live.speed.SpeedTrace`).
     """
 
     engine: Literal["transformers", "vllm"] = "transformers"
@@ -382,6 +385,7 @@ class LiveConfig(_Strict):
     speed_correction: bool = False
     max_drift: float = Field(default=0.15, gt=0)
     retries: int = Field(default=0, ge=0)
+    replay_window_s: float = Field(default=2.0, gt=0)
 
     @field_validator("device")
     @classmethod

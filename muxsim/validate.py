@@ -12,6 +12,11 @@ during the run. A second simulation uses the calibrated curves scaled by that sp
 ``live.speed_correction`` it is the one compared (run ``simulated``, the other kept as
 ``simulated-uncorrected``), else it is kept as ``simulated-corrected``. A run during which the
 speed moved by more than ``live.max_drift`` is repeated up to ``live.retries`` times.
+
+A third simulation, ``simulated-replayed``, replays the speed the live run's own jobs met, per
+LLM and ``live.replay_window_s`` window (:class:`muxsim.live.speed.SpeedTrace`). It is fed the
+measurement, so it predicts nothing; what gap it leaves is the simulator's own (scheduling,
+batching, curve shape), what it closes was the machine's speed.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import pandas as pd
 from muxsim import metrics
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import ConfigError, ExperimentConfig
-from muxsim.live.speed import ScaledLatency, probe_speed
+from muxsim.live.speed import ScaledLatency, SpeedTrace, probe_speed
 from muxsim.runner import seq_tokens
 
 __all__ = ["ValidationResult", "engine_factory", "pinned_cores", "calibrate_for", "compare", "validate_experiment", "plot_attainment",
@@ -226,6 +231,11 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
                 jobs.append(res.jobs.assign(cell=cell.label, strategy=strategy))
                 runs = {run: simulate(*args, lat, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s,
                                       slo_latency=latency).requests for run, lat in sims.items()}
+                trace = SpeedTrace(res.jobs, live.replay_window_s)
+                speed["replay"] = trace.as_dict()
+                runs["simulated-replayed"] = simulate(*args, latency, cfg.scheduler, seq_tokens(cfg),
+                                                      cfg.workload.drain_limit_s, slo_latency=latency,
+                                                      speed=trace).requests
                 runs["measured"] = res.requests
                 for run, df in runs.items():
                     df = df.copy()
@@ -279,9 +289,9 @@ def _steady_live_run(engine, args, latency, cfg: ExperimentConfig, say, label: s
 
 
 def plot_attainment(summary: pd.DataFrame, path: Path) -> Path:
-    """SLO attainment vs SLO scale, measured (solid) and simulated (dashed; the other
-    simulation, with or without the speed correction, dotted), per strategy, one panel per cell;
-    written atomically."""
+    """SLO attainment vs SLO scale per strategy, one panel per cell, one line style per run:
+    measured, the compared simulation, and the probe-scaled (or unscaled) and speed-replayed
+    simulations kept for reference; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -292,7 +302,8 @@ def plot_attainment(summary: pd.DataFrame, path: Path) -> Path:
     rows = summary[summary.llm == "all"].melt(id_vars=["cell", "strategy", "run"], value_vars=att,
                                               var_name="scale", value_name="attainment")
     rows["scale"] = rows["scale"].str.split("@").str[1].astype(float)
-    order = [r for r in ("measured", "simulated", "simulated-uncorrected", "simulated-corrected")
+    order = [r for r in ("measured", "simulated", "simulated-uncorrected", "simulated-corrected",
+                         "simulated-replayed")
              if r in set(rows["run"])]
     g = sns.relplot(data=rows, x="scale", y="attainment", hue="strategy", style="run",
                     style_order=order, col="cell", kind="line", marker="o",

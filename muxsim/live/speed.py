@@ -15,6 +15,13 @@ curves by it for the simulation of that run. The reference jobs are never the ru
 so nothing measured in the live run feeds its own prediction. The gap between the before and
 after factors is the drift during the run (:meth:`SpeedFactors.drift`), which callers use to
 judge whether a run met a steady machine.
+
+That prediction is still off by however much the machine's speed moves *during* the run (on the
+2-core VM: +-10-15 % between 10-s windows, and differently on each core). To tell that apart
+from errors of the simulator itself, :class:`SpeedTrace` reads the speed off the live run's own
+jobs, per LLM and time window, and the simulation can replay it
+(:func:`muxsim.sim.driver.simulate` ``speed=``). That replay is a diagnostic, not a prediction:
+it is fed the measurement it is compared with.
 """
 
 from __future__ import annotations
@@ -24,9 +31,12 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+
 from muxsim.perf.base import LatencyCurve
 
-__all__ = ["PROBE_POINTS", "SpeedFactors", "probe_speed", "ScaledCurve", "ScaledLatency"]
+__all__ = ["PROBE_POINTS", "SpeedFactors", "probe_speed", "ScaledCurve", "ScaledLatency", "SpeedTrace"]
 
 #: (batch, tokens per sequence) of the reference jobs: a small and a larger batch inside the
 #: CPU calibration grid of experiments/validate_cpu.yaml, so the ratio compares the curve where
@@ -222,3 +232,69 @@ class ScaledLatency:
             out.setdefault(m, []).append((factors.prefill[llm], factors.decode[llm]))
         return {m: (math.exp(statistics.fmean(math.log(p) for p, _ in v)),
                     math.exp(statistics.fmean(math.log(d) for _, d in v))) for m, v in out.items()}
+
+
+class SpeedTrace:
+    """The device speed a live run met, per LLM and time window, read off the run's own jobs.
+
+    For every job, factor = (engine-measured duration + the run's dispatch gap) / the latency
+    model's prediction. The dispatch gap is the median time from a job's end to the submission
+    of the same LLM's next job when that follows at once (under ``back_to_back_s``): the live
+    driver's and the IPC's share of each job, which the simulation's jobs do not have. A
+    window's factor is the median over that LLM's jobs submitted in it; a window without jobs
+    takes the LLM's median over the whole run.
+
+    Calling the trace, ``trace(llm, t)``, gives the factor at run time ``t`` (s), as
+    :func:`muxsim.sim.driver.simulate` takes it.
+
+    Args:
+        jobs: a live run's job table (:attr:`muxsim.live.driver.LiveResult.jobs`): ``llm``,
+            ``submitted_s``, ``ended_s`` (s from the run's start), ``measured_s``,
+            ``predicted_s`` (s).
+        window_s: window length (s, > 0).
+        back_to_back_s: the longest end-to-next-submission gap that counts as dispatch (s).
+
+    Attributes:
+        window_s: as given.
+        dispatch_gap_s: the dispatch gap added to every job (s; 0 when no job followed another
+            at once).
+        factors: LLM -> {window index: factor}; window k covers [k * window_s, (k+1) * window_s).
+        overall: LLM -> median factor over the run.
+
+    Raises:
+        ValueError: ``window_s`` <= 0, a missing column, or a non-positive prediction.
+    """
+
+    def __init__(self, jobs: pd.DataFrame, window_s: float = 2.0, back_to_back_s: float = 0.005) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s!r}")
+        need = {"llm", "submitted_s", "ended_s", "measured_s", "predicted_s"}
+        if not need <= set(jobs.columns):
+            raise ValueError(f"jobs table lacks columns {sorted(need - set(jobs.columns))}")
+        if (jobs["predicted_s"] <= 0).any():
+            raise ValueError("jobs table has a non-positive predicted_s")
+        self.window_s = float(window_s)
+        gaps = []
+        for _, g in jobs.sort_values("submitted_s").groupby("llm"):
+            gap = g["submitted_s"].to_numpy()[1:] - g["ended_s"].to_numpy()[:-1]
+            gaps.append(gap[(gap >= 0) & (gap < back_to_back_s)])
+        gaps = np.concatenate(gaps) if gaps else np.empty(0)
+        self.dispatch_gap_s = float(np.median(gaps)) if len(gaps) else 0.0
+        ratio = (jobs["measured_s"] + self.dispatch_gap_s) / jobs["predicted_s"]
+        window = (jobs["submitted_s"] // self.window_s).astype(int)
+        frame = pd.DataFrame({"llm": jobs["llm"], "window": window, "ratio": ratio})
+        self.factors = {llm: g.groupby("window")["ratio"].median().to_dict() for llm, g in frame.groupby("llm")}
+        self.overall = frame.groupby("llm")["ratio"].median().to_dict()
+
+    def __call__(self, llm: str, t: float) -> float:
+        """Speed factor of ``llm`` at run time ``t`` (s); 1.0 for an LLM with no jobs."""
+        f = self.factors.get(llm)
+        if f is None:
+            return 1.0
+        return float(f.get(int(t // self.window_s), self.overall[llm]))
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary: window, dispatch gap, per-LLM median and range of the factors."""
+        return {"window_s": self.window_s, "dispatch_gap_s": self.dispatch_gap_s,
+                "median": {k: float(v) for k, v in self.overall.items()},
+                "range": {k: [float(min(v.values())), float(max(v.values()))] for k, v in self.factors.items()}}
