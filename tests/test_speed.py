@@ -10,7 +10,9 @@ import pytest
 
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import load_config
-from muxsim.live.speed import ScaledCurve, ScaledLatency, SpeedFactors, probe_speed
+import pandas as pd
+
+from muxsim.live.speed import ScaledCurve, ScaledLatency, SpeedFactors, SpeedTrace, probe_speed
 from muxsim.perf import get_latency_model
 from muxsim.runner import cell_workload, placement_for, seq_tokens
 from muxsim.sim.driver import simulate
@@ -72,6 +74,58 @@ def test_slo_latency_keeps_the_slo_while_durations_scale():
     lat_base = (base.finish_s - base.arrival_s).median()
     lat_scaled = (scaled.finish_s - scaled.arrival_s).median()
     assert lat_scaled > 1.2 * lat_base
+
+
+def _validate_cpu_args():
+    cfg = load_config(ROOT / "experiments" / "validate_cpu.yaml")
+    cell = cfg.cells()[0]
+    latency = get_latency_model("cpu-core")
+    placement = placement_for(cfg, cell, "muxserve", latency)
+    names, models = cfg.llm_names(), [get_model(m) for m in cfg.llm_models()]
+    return cfg, latency, (placement, "muxserve", cell_workload(cfg, cell, 0), names, models, cell.rates, CPU)
+
+
+def test_speed_hook_scales_job_durations():
+    cfg, latency, args = _validate_cpu_args()
+    run = lambda lat, **kw: simulate(*args, lat, cfg.scheduler, seq_tokens(cfg), slo_latency=latency, **kw).requests
+    base = run(latency)
+    pd.testing.assert_frame_equal(run(latency, speed=lambda llm, t: 1.0), base)
+    slow = ScaledLatency(latency, {m.name: (1.3, 1.3) for m in args[4]})
+    pd.testing.assert_frame_equal(run(latency, speed=lambda llm, t: 1.3), run(slow))
+    # a device that slows down at t = 8 s: everything finished before then is untouched,
+    # what runs after takes longer
+    late = run(latency, speed=lambda llm, t: 1.0 if t < 8.0 else 1.5)
+    early = base.finish_s < 8.0
+    assert early.sum() > 10
+    np.testing.assert_array_equal(late.finish_s[early], base.finish_s[early])
+    after = base.arrival_s > 9.0
+    assert ((late.finish_s - late.arrival_s)[after].median()
+            > 1.2 * (base.finish_s - base.arrival_s)[after].median())
+
+
+def test_speed_trace_reads_the_jobs():
+    jobs = pd.DataFrame({
+        "llm": ["a", "a", "a", "a", "b"],
+        "submitted_s": [0.1, 0.1115, 0.5, 2.5, 0.2],
+        "ended_s": [0.111, 0.122, 0.51, 2.52, 0.21],
+        "measured_s": [0.010, 0.010, 0.010, 0.020, 0.010],
+        "predicted_s": [0.010, 0.010, 0.0105, 0.010, 0.005]})
+    tr = SpeedTrace(jobs, window_s=2.0)
+    # only 0.111 -> 0.1115 is back to back (the 0.378-s pause is not dispatch)
+    assert tr.dispatch_gap_s == pytest.approx(0.0005)
+    assert tr("a", 1.9) == pytest.approx(np.median([0.0105 / 0.010, 0.0105 / 0.010, 0.0105 / 0.0105]))
+    assert tr("a", 2.0) == pytest.approx(0.0205 / 0.010)
+    assert tr("a", 7.0) == pytest.approx(tr.overall["a"])  # no jobs then: the run's median
+    assert tr("b", 0.0) == pytest.approx(0.0105 / 0.005)
+    assert tr("nobody", 1.0) == 1.0
+    d = tr.as_dict()
+    assert d["window_s"] == 2.0 and d["range"]["a"] == [pytest.approx(1.05), pytest.approx(2.05)]
+    with pytest.raises(ValueError, match="window_s"):
+        SpeedTrace(jobs, window_s=0)
+    with pytest.raises(ValueError, match="predicted_s"):
+        SpeedTrace(jobs.assign(predicted_s=0.0))
+    with pytest.raises(ValueError, match="lacks columns"):
+        SpeedTrace(jobs.drop(columns="ended_s"))
 
 
 def test_pinned_cores():

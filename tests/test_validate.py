@@ -35,8 +35,9 @@ def test_validate_cpu_writes_table_and_plot(validated):
         assert (out / f).stat().st_size > 0, f
     assert "simulated vs measured" in text
     req = pd.read_parquet(out / "requests.parquet")
-    # the compared simulation, the live run, and the simulation scaled by the probed speed
-    assert set(req.run) == {"simulated", "measured", "simulated-corrected"}
+    # the compared simulation, the live run, the simulation scaled by the probed speed and the
+    # one replaying the speed the run's jobs met
+    assert set(req.run) == {"simulated", "measured", "simulated-corrected", "simulated-replayed"}
     speed = json.loads((out / "run.json").read_text())["speed"]
     assert len(speed) == 3
     for v in speed.values():
@@ -45,9 +46,12 @@ def test_validate_cpu_writes_table_and_plot(validated):
             assert set(v["factors"][phase]) == {"llm-0", "llm-1"}
             assert all(0.3 < f < 3 for f in v["factors"][phase].values()), v
         assert v["attempts"] == 1 and v["drift"] >= 0
+        # dispatch costs something but far less than a job; the run's speed stays near 1
+        assert 0 < v["replay"]["dispatch_gap_s"] < 0.005
+        assert all(0.3 < f < 3 for f in v["replay"]["median"].values()), v["replay"]
     assert set(req.strategy) == {"muxserve", "spatial", "temporal"}
     # both runs replay the same requests
-    for _, g in req[req.run != "simulated-corrected"].groupby("strategy"):
+    for _, g in req[req.run.isin(["simulated", "measured"])].groupby("strategy"):
         a = g[g.run == "simulated"].sort_values("request_id")[["llm", "arrival_s", "prompt_tokens"]]
         b = g[g.run == "measured"].sort_values("request_id")[["llm", "arrival_s", "prompt_tokens"]]
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
