@@ -10,7 +10,7 @@ does) and reports the largest change of attainment over strategies and SLO scale
 
 A validation bound of B points can only hold on a machine whose speed error stays within the
 ``f`` that moves attainment by less than B. On this project's 2-core VM the live-to-calibration
-speed ratio spans 0.69-1.35 across runs (README, "Validation"), so the grid below is run at
+speed ratio spans 0.69-1.51 across runs (README, "Validation"), so the grid below is run at
 ``f = 1/1.15`` and ``1.15``.
 
     python benchmarks/validate_sensitivity.py                      # the README's grid

@@ -6,12 +6,11 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import load_config
-import pandas as pd
-
 from muxsim.live.speed import ScaledCurve, ScaledLatency, SpeedFactors, SpeedTrace, probe_speed
 from muxsim.perf import get_latency_model
 from muxsim.runner import cell_workload, placement_for, seq_tokens
@@ -57,14 +56,18 @@ def test_scaled_curve_and_model():
     assert lat.curve(m13, 1, gpu).decode_s(4, 400, 50) == base.curve(m13, 1, gpu).decode_s(4, 400, 50)
 
 
-def test_slo_latency_keeps_the_slo_while_durations_scale():
+def _validate_cpu_args():
     cfg = load_config(ROOT / "experiments" / "validate_cpu.yaml")
     cell = cfg.cells()[0]
-    wl = cell_workload(cfg, cell, 0)
     latency = get_latency_model("cpu-core")
     placement = placement_for(cfg, cell, "muxserve", latency)
     names, models = cfg.llm_names(), [get_model(m) for m in cfg.llm_models()]
-    args = (placement, "muxserve", wl, names, models, cell.rates, CPU)
+    return cfg, latency, (placement, "muxserve", cell_workload(cfg, cell, 0), names, models, cell.rates, CPU)
+
+
+def test_slo_latency_keeps_the_slo_while_durations_scale():
+    cfg, latency, args = _validate_cpu_args()
+    models = args[4]
     slow = ScaledLatency(latency, {m.name: (1.3, 1.3) for m in models})
     base = simulate(*args, latency, cfg.scheduler, seq_tokens(cfg)).requests
     scaled = simulate(*args, slow, cfg.scheduler, seq_tokens(cfg), slo_latency=latency).requests
@@ -74,15 +77,6 @@ def test_slo_latency_keeps_the_slo_while_durations_scale():
     lat_base = (base.finish_s - base.arrival_s).median()
     lat_scaled = (scaled.finish_s - scaled.arrival_s).median()
     assert lat_scaled > 1.2 * lat_base
-
-
-def _validate_cpu_args():
-    cfg = load_config(ROOT / "experiments" / "validate_cpu.yaml")
-    cell = cfg.cells()[0]
-    latency = get_latency_model("cpu-core")
-    placement = placement_for(cfg, cell, "muxserve", latency)
-    names, models = cfg.llm_names(), [get_model(m) for m in cfg.llm_models()]
-    return cfg, latency, (placement, "muxserve", cell_workload(cfg, cell, 0), names, models, cell.rates, CPU)
 
 
 def test_speed_hook_scales_job_durations():
