@@ -17,6 +17,7 @@ from scipy import stats
 import muxsim.workload.arrivals as arrivals_mod
 from muxsim.workload import (
     SHAREGPT_LENGTHS_PATH,
+    SHAREGPT_V3_LENGTHS_PATH,
     WORKLOAD_COLUMNS,
     EmpiricalLengths,
     FixedLengths,
@@ -30,6 +31,7 @@ from muxsim.workload import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = ROOT.parent / "shared" / "data" / "traces" / "sharegpt_8k_lengths_llama2.csv"
+SHARED_V3_CSV = ROOT.parent / "shared" / "data" / "traces" / "sharegpt_v3_first_turns_llama.csv"
 FAST = settings(max_examples=25, deadline=None)
 
 
@@ -186,20 +188,56 @@ def test_fixed_lengths():
             FixedLengths(*bad)
 
 
-@pytest.mark.skipif(
-    not SHARED_CSV.is_file(), reason="needs ../shared/data (absent on a fresh clone)"
-)
-def test_derived_json_matches_source():
+def _derive_module():
     spec_file = ROOT / "traces" / "derive_sharegpt_lengths.py"
     mod_spec = importlib.util.spec_from_file_location("derive_sharegpt_lengths", spec_file)
     mod = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(mod)
-    fresh = mod.derive(SHARED_CSV)
+    return mod
+
+
+@pytest.mark.skipif(
+    not SHARED_CSV.is_file(), reason="needs ../shared/data (absent on a fresh clone)"
+)
+def test_derived_json_matches_source():
+    fresh = _derive_module().derive(SHARED_CSV)
     shipped = json.loads(SHAREGPT_LENGTHS_PATH.read_text())
     assert fresh["n"] == shipped["n"] == 5316
     assert fresh["quantile_table"] == shipped["quantile_table"]
     assert fresh["prompt"] == shipped["prompt"] and fresh["output"] == shipped["output"]
     assert round(fresh["prompt"]["mean"]) == 136 and round(fresh["output"]["mean"]) == 472
+
+
+def test_sharegpt_v3_lengths_obey_filters_and_means():
+    v3 = EmpiricalLengths.sharegpt_v3()
+    assert v3.path == SHAREGPT_V3_LENGTHS_PATH
+    spec = json.loads(SHAREGPT_V3_LENGTHS_PATH.read_text())
+    # Figures of ../shared/data/README.md, reproduced by derive_sharegpt_lengths.py --source v3.
+    assert spec["n"] == v3.n_source == 15485
+    assert round(v3.mean_prompt, 1) == 247.7 and round(v3.mean_output, 1) == 233.3
+    assert spec["prompt"]["quantiles"]["0.5"] == 113 and spec["output"]["quantiles"]["0.5"] == 149
+    assert spec["source"]["file"].endswith("sharegpt_v3_first_turns_llama.csv")
+    p, o = v3.sample(np.random.default_rng(0), 200_000)
+    assert p.dtype == o.dtype == np.int64
+    # V3 outputs reach 1,902 tokens, so unlike the 8k tables the total filter does bite here.
+    assert p.min() >= 4 and o.min() >= 4 and p.max() <= 1024 and (p + o).max() <= 2048
+    assert p.mean() == pytest.approx(spec["prompt"]["mean"], rel=0.01)
+    assert o.mean() == pytest.approx(spec["output"]["mean"], rel=0.01)
+    assert stats.spearmanr(p, o).statistic == pytest.approx(spec["spearman_rho"], abs=0.01)
+
+
+@pytest.mark.skipif(
+    not SHARED_V3_CSV.is_file(), reason="needs ../shared/data (absent on a fresh clone)"
+)
+def test_derived_v3_json_matches_source():
+    fresh = _derive_module().derive(SHARED_V3_CSV, source="v3")
+    shipped = json.loads(SHAREGPT_V3_LENGTHS_PATH.read_text())
+    # Everything but the sampler's fit check (which needs the written file) is re-derived.
+    shipped.pop("fit_check")
+    assert json.loads(json.dumps(fresh)) == shipped
+    assert fresh["n_first_turns_before_filters"] == 17400 and fresh["n"] == 15485
+    assert round(fresh["prompt"]["mean"], 1) == 247.7 and round(fresh["output"]["mean"], 1) == 233.3
+    assert fresh["prompt"]["quantiles"]["0.5"] == 113 and fresh["output"]["quantiles"]["0.5"] == 149
 
 
 # ---------------------------------------------------------------- generate

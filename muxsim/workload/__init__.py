@@ -9,7 +9,14 @@ Typical use (the paper's synthetic workload, docs/muxserve.md §8)::
 
 from .arrivals import ARRIVAL_PROCESSES, arrival_times
 from .generate import WORKLOAD_COLUMNS, generate_workload, load_workload, save_workload
-from .lengths import SHAREGPT_LENGTHS_PATH, EmpiricalLengths, FixedLengths, LengthSampler, ScaledLengths
+from .lengths import (
+    SHAREGPT_LENGTHS_PATH,
+    SHAREGPT_V3_LENGTHS_PATH,
+    EmpiricalLengths,
+    FixedLengths,
+    LengthSampler,
+    ScaledLengths,
+)
 from .popularity import popularity_rates
 from .traces import (
     TRACE_FORMATS,
@@ -26,6 +33,7 @@ __all__ = [
     "FixedLengths",
     "LengthSampler",
     "SHAREGPT_LENGTHS_PATH",
+    "SHAREGPT_V3_LENGTHS_PATH",
     "ScaledLengths",
     "TRACE_FORMATS",
     "TraceFormatError",

