@@ -130,6 +130,17 @@ class LLMRuntime:
             t = self.pending[0].arrival
         return t
 
+    def oldest_running_arrival(self) -> float:
+        """Arrival time (s) of its oldest admitted request that decodes (running, or prefilled
+        and about to join); inf when there is none. O(1), with the caveat of
+        :meth:`oldest_arrival` for recomputed requests."""
+        t = float("inf")
+        if self.running:
+            t = next(iter(self.running.values())).arrival
+        if self.pending and self.pending[0].arrival < t:
+            t = self.pending[0].arrival
+        return t
+
     def has_decode_work(self) -> bool:
         """Whether a decode iteration would have requests to run."""
         return bool(self.running) or bool(self.pending)

@@ -31,18 +31,27 @@ def reserved_bytes_per_gpu(models: Sequence[ModelSpec], tp: int, activation_rese
 
 
 def kv_blocks_per_gpu(models: Sequence[ModelSpec], tp: int, gpu: GPUSpec, activation_reserve_gib: float = 6.0,
-                      context_reserve_gib: float = 0.8) -> int:
-    """Head-wise KV blocks per GPU left for ``models`` on a mesh of ``tp`` GPUs of kind ``gpu``.
+                      context_reserve_gib: float = 0.8, kv_fraction: float | None = None) -> int:
+    """Head-wise KV blocks per GPU for ``models`` on a mesh of ``tp`` GPUs of kind ``gpu``.
+
+    By default the KV cache is what weights and reserves leave of the GPU's memory (MuxServe's
+    unified pool). With ``kv_fraction`` it is that fraction of the GPU's memory instead, never
+    more than what is left: the reference benchmark's spatial baseline sized every GPU's KV
+    cache as 0.5 of its memory (``gpu_memory_utilization: 0.5``, ../shared/docs/muxserve.md §6).
 
     Returns a negative number when weights and reserves alone exceed the GPU's memory.
     Block size: K and V of one head for 32 tokens (16 KiB at head size 128, fp16); with mixed
     head sizes the largest block is used.
 
     Raises:
-        ValueError: empty ``models`` or ``tp`` < 1.
+        ValueError: empty ``models``, ``tp`` < 1 or ``kv_fraction`` outside (0, 1].
     """
     if not models:
         raise ValueError("no models on the mesh")
     free = gpu.memory_bytes - reserved_bytes_per_gpu(models, tp, activation_reserve_gib, context_reserve_gib)
+    if kv_fraction is not None:
+        if not 0 < kv_fraction <= 1:
+            raise ValueError(f"kv_fraction must be in (0, 1], got {kv_fraction}")
+        free = min(free, int(kv_fraction * gpu.memory_bytes))
     block = max(m.kv_block_bytes() for m in models)
     return free // block

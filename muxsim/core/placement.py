@@ -137,12 +137,14 @@ class PlacementContext:
         activation_reserve_gib, context_reserve_gib: memory reserves (see core.memory).
         max_batch: cap on a batch in the estimates (vLLM's max_num_seqs, 256).
         sm_capacity_pct: the decode shares of a mesh may sum to this (reference: 120 %).
+        kv_fraction: KV cache per GPU as a fraction of its memory (the spatial baseline's
+            setting, :func:`muxsim.core.memory.kv_blocks_per_gpu`); None: what is left.
     """
 
     def __init__(self, llms: Sequence[LLMDemand], gpu: GPUSpec, latency, mean_prompt: float,
                  mean_output: float, activation_reserve_gib: float = 6.0,
                  context_reserve_gib: float = 0.8, max_batch: int = 256,
-                 sm_capacity_pct: float = 120.0):
+                 sm_capacity_pct: float = 120.0, kv_fraction: float | None = None):
         self.llms = list(llms)
         self.gpu = gpu
         self.latency = latency
@@ -151,6 +153,7 @@ class PlacementContext:
         self.reserves = (activation_reserve_gib, context_reserve_gib)
         self.max_batch = max_batch
         self.sm_capacity_pct = sm_capacity_pct
+        self.kv_fraction = kv_fraction
         seq_tokens = mean_prompt + mean_output
         self._seq_steps = max(1, -(-int(round(seq_tokens)) // KV_BLOCK_TOKENS))
         self._curves: dict = {}
@@ -172,7 +175,8 @@ class PlacementContext:
 
     def kv_blocks(self, members: Sequence[int], m: int) -> int:
         """KV blocks per GPU left on an ``m``-GPU mesh holding ``members`` (may be negative)."""
-        return kv_blocks_per_gpu([self.llms[i].model for i in members], m, self.gpu, *self.reserves)
+        return kv_blocks_per_gpu([self.llms[i].model for i in members], m, self.gpu, *self.reserves,
+                                 self.kv_fraction)
 
     def throughput(self, i: int, m: int, batch: int, decode_pct: float, prefill_time_s: float) -> float:
         """Estimated req/s of LLM ``i`` at ``batch`` when a cycle also spends ``prefill_time_s``

@@ -25,7 +25,7 @@ class KVBlockPool:
         ValueError: negative ``total_blocks`` or ``n_llms`` < 1.
     """
 
-    __slots__ = ("total", "free", "used_by")
+    __slots__ = ("total", "free", "used_by", "freed")
 
     def __init__(self, total_blocks: int, n_llms: int = 1):
         if total_blocks < 0:
@@ -35,6 +35,7 @@ class KVBlockPool:
         self.total = int(total_blocks)
         self.free = int(total_blocks)
         self.used_by = [0] * n_llms
+        self.freed = 0  # blocks released so far: a scheduler waiting for memory watches it
 
     def can_allocate(self, n: int) -> bool:
         """Whether ``n`` blocks are free."""
@@ -67,6 +68,7 @@ class KVBlockPool:
             raise ValueError(f"LLM {llm} releases {n} blocks but holds {self.used_by[llm]}")
         self.free += n
         self.used_by[llm] -= n
+        self.freed += n
 
     @property
     def used(self) -> int:

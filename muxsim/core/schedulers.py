@@ -8,10 +8,11 @@ sleep and never read a clock: ``now`` is always passed in.
 - :class:`ADBSScheduler`: MuxServe's adaptive batch scheduling (prefill priority, round robin,
   KV quotas adapted periodically, concurrent prefill and decode jobs on SM shares);
   ``adaptive=False`` gives the reference's ``roundrobin`` variant.
-- :class:`FCFSScheduler`: one job at a time at 100 % SMs; across LLMs the one holding the oldest
-  request goes first, within an LLM vLLM-style continuous batching (prefill first). On a mesh
-  with one LLM this is vLLM's scheduler (the spatial baseline); on a shared mesh it is temporal
-  multiplexing.
+- :class:`VLLMScheduler`: vLLM-style continuous batching, one job at a time at 100 % SMs (the
+  spatial baseline: one LLM per mesh).
+- :class:`FCFSScheduler`: the reference's ``fcfs`` approach (temporal multiplexing): one prefill
+  at a time for the LLM whose oldest waiting request came first, decodes in order of the oldest
+  running request, no KV quotas, no MPS.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections import deque
 from muxsim.core.llm import LLMRuntime, Request
 from muxsim.core.resources import KVBlockPool, SMUnits, units_for_share
 
-__all__ = ["PREFILL", "DECODE", "Job", "MeshScheduler", "ADBSScheduler", "FCFSScheduler"]
+__all__ = ["PREFILL", "DECODE", "Job", "MeshScheduler", "ADBSScheduler", "VLLMScheduler", "FCFSScheduler"]
 
 PREFILL = 0
 DECODE = 1
@@ -278,11 +279,13 @@ class ADBSScheduler(MeshScheduler):
         return jobs
 
 
-class FCFSScheduler(MeshScheduler):
-    """One job at a time at 100 % SMs; the LLM holding the oldest request goes first.
+class VLLMScheduler(MeshScheduler):
+    """vLLM-style continuous batching, one job at a time at 100 % SMs (the spatial baseline).
 
-    Within the chosen LLM: a prefill of its waiting requests when any can be admitted
-    (vLLM-style prefill priority), else one decode iteration of its running batch.
+    Within an LLM: a prefill of its waiting requests when any can be admitted (prefill
+    priority, FIFO, as many as the KV blocks, ``max_prefill_tokens`` and ``max_num_seqs``
+    allow), else one decode iteration of its running batch. On a mesh holding several LLMs the
+    one holding the oldest request goes first (spatial meshes hold one).
     """
 
     def __init__(self, llms, kv_blocks, **kw):
@@ -315,3 +318,75 @@ class FCFSScheduler(MeshScheduler):
                     self.sm.try_acquire(self._all_units)
                     return [self._decode_job(llm, b, 100.0, self._all_units)]
         return []
+
+
+class FCFSScheduler(MeshScheduler):
+    """The reference's ``fcfs`` approach, as its temporal-multiplexing baseline ran it
+    (../shared/docs/muxserve.md §6): no MPS, no KV quotas.
+
+    Each round: (1) if no prefill job runs, the LLM whose oldest waiting request arrived first
+    starts a prefill (FIFO batch up to ``max_prefill_tokens`` prompt tokens and
+    ``max_num_seqs`` running sequences) when SM units allow; (2) then, for LLMs in order of
+    their oldest running request, a decode iteration starts when SM units allow. Jobs hold the
+    units of ``prefill_pct`` / ``decode_pct`` (reference: 100 / 90 %, so with 10 units and an
+    overload allowance of 2 only one job runs at a time) but run at the whole GPU's speed
+    (their ``sm_pct`` is 100: without an MPS daemon a job is not confined to a share).
+
+    KV wait: the batch takes waiting requests FIFO while their KV blocks can be allocated; when
+    not even the first one finds blocks, the requests stay at the head of their queue and that
+    LLM starts no prefill until some blocks are freed on the mesh (other LLMs may).
+
+    Args (besides :class:`MeshScheduler`'s):
+        prefill_pct, decode_pct: SM shares (%) whose units the jobs hold (reference 100, 90).
+    """
+
+    def __init__(self, llms, kv_blocks, prefill_pct: float = 100.0, decode_pct: float = 90.0, **kw):
+        super().__init__(llms, kv_blocks, **kw)
+        unit_pct = 100.0 / self.sm.units
+        self._pf_units = units_for_share(prefill_pct, unit_pct)
+        self._dec_units = units_for_share(decode_pct, unit_pct)
+        self._prefill_running = False
+        # per slot: the pool's freed-block count when its prefill last found no blocks
+        self._kv_wait: list[int | None] = [None] * len(llms)
+
+    def complete(self, job, now):
+        if job.kind == PREFILL:
+            self._prefill_running = False
+        return super().complete(job, now)
+
+    def schedule(self, now: float) -> list[Job]:
+        sm = self.sm
+        pool = self.pool
+        jobs: list[Job] = []
+        if not self._prefill_running:
+            pick = None
+            for llm in self.llms:
+                if not llm.waiting or llm.n_active >= self.max_num_seqs:
+                    continue
+                w = self._kv_wait[llm.slot]
+                if w is not None:
+                    if w == pool.freed:
+                        continue  # still waiting for blocks
+                    self._kv_wait[llm.slot] = None
+                if pick is None or llm.waiting[0].arrival < pick.waiting[0].arrival:
+                    pick = llm
+            if pick is not None and sm.try_acquire(self._pf_units):
+                batch = pick.admit(pool, self.max_prefill_tokens, self.max_num_seqs, now)
+                if batch:
+                    self._prefill_running = True
+                    jobs.append(self._prefill_job(pick, batch, 100.0, self._pf_units))
+                else:
+                    sm.release(self._pf_units)
+                    self._kv_wait[pick.slot] = pool.freed
+        ready = [l for l in self.llms if not l.decode_busy and (l.running or l.pending)]
+        if len(ready) > 1:
+            ready.sort(key=lambda l: (l.oldest_running_arrival(), l.slot))
+        for llm in ready:
+            if not sm.try_acquire(self._dec_units):
+                break  # every decode holds the same units
+            b = llm.start_decode(pool)
+            if b == 0:
+                sm.release(self._dec_units)
+                continue
+            jobs.append(self._decode_job(llm, b, 100.0, self._dec_units))
+        return jobs
