@@ -1,7 +1,7 @@
 """Live driver: replays a workload in wall-clock time through the same policy objects as the
 simulator, with a real engine executing every job.
 
-The schedulers, KV pools and SM units are built by :func:`muxsim.sim.driver.build_schedulers`,
+The schedulers, KV pools and SM units are built by :func:`muxsim.core.strategies.build_schedulers`,
 exactly as for a simulation; this module only gives them wall-clock time and turns their jobs
 into engine calls (prefill of a batch, one decode iteration, release of finished or preempted
 requests). It writes per-request records in the simulator's schema
@@ -24,7 +24,7 @@ from muxsim.core.placement import Placement
 from muxsim.core.schedulers import PREFILL
 from muxsim.live.engine import Engine, EngineError, Partition
 from muxsim.records import DRAINED, REJECTED, STALLED, request_table
-from muxsim.sim.driver import build_schedulers
+from muxsim.core.strategies import build_schedulers
 
 __all__ = ["LiveResult", "run_live", "load_models"]
 
@@ -40,7 +40,7 @@ class LiveResult:
         n_jobs: jobs executed by the engine.
         job_overhead_s: median of (wall time from submission to result) - (engine-measured job
             duration): what the driver and the engine's plumbing add to each job (s).
-        jobs: one row per job: llm, kind, n_seqs, n_tokens, sm_pct, submitted_s, ended_s,
+        jobs: one row per job: llm, model, kind, n_seqs, n_tokens, sm_pct, submitted_s, ended_s,
             measured_s (engine-measured duration), predicted_s (the latency model's), times from
             the run's start.
     """
@@ -56,7 +56,7 @@ def run_live(placement: Placement, strategy: str, workload: pd.DataFrame, names:
              models: Sequence[ModelSpec], rates: Sequence[float], gpu: GPUSpec, latency,
              engine: Engine, cfg: SchedulerConfig, seq_tokens: int,
              drain_limit_s: float | None = None,
-             clock: Callable[[], float] = time.monotonic) -> LiveResult:
+             clock: Callable[[], float] = time.monotonic, slo_base: str = "alone") -> LiveResult:
     """Run one strategy on one workload with a real engine, in wall-clock time.
 
     Args:
@@ -68,13 +68,14 @@ def run_live(placement: Placement, strategy: str, workload: pd.DataFrame, names:
             left idle with no KV cache held, ready for another run.
         drain_limit_s: stop this many seconds after the last arrival (None: until all finish).
         clock: monotonic clock in seconds (the engine's results use ``time.monotonic``).
+        slo_base: which SLO base ``slo_base_s`` holds (:data:`muxsim.records.SLO_BASES`).
 
     Returns:
         A :class:`LiveResult`.
 
     Raises:
         muxsim.live.engine.EngineError: the engine failed to load a model or run a job.
-        ValueError: as :func:`muxsim.sim.driver.build_schedulers`.
+        ValueError: as :func:`muxsim.core.strategies.build_schedulers`.
     """
     scheds, runtimes = build_schedulers(placement, strategy, names, models, rates, gpu, cfg, seq_tokens)
     for rt in runtimes:
@@ -82,9 +83,10 @@ def run_live(placement: Placement, strategy: str, workload: pd.DataFrame, names:
     reqs, reasons, wall, n_jobs, overheads, log = _replay(engine, scheds, runtimes, workload, names,
                                                           drain_limit_s, clock)
     df = request_table(reqs, reasons, names, models, latency, gpu,
-                       DRAINED if drain_limit_s is not None else STALLED)
+                       DRAINED if drain_limit_s is not None else STALLED, slo_base)
     jobs = pd.DataFrame(log, columns=["llm", "kind", "n_seqs", "n_tokens", "sm_pct", "submitted_s",
                                       "ended_s", "measured_s"])
+    jobs.insert(1, "model", jobs["llm"].map({rt.name: rt.model.name for rt in runtimes}))
     curves = {rt.name: latency.curve(rt.model, rt.tp, gpu) for rt in runtimes}
     jobs["predicted_s"] = [
         curves[l].prefill_s(t, n, sm) if k == "prefill" else curves[l].decode_s(n, t, sm)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from muxsim.perf.base import LatencyCurve
+from muxsim.perf.overhead import dispatch_gaps
 
 __all__ = ["PROBE_POINTS", "SpeedFactors", "probe_speed", "ScaledCurve", "ScaledLatency", "SpeedTrace"]
 
@@ -274,11 +275,7 @@ class SpeedTrace:
         if (jobs["predicted_s"] <= 0).any():
             raise ValueError("jobs table has a non-positive predicted_s")
         self.window_s = float(window_s)
-        gaps = []
-        for _, g in jobs.sort_values("submitted_s").groupby("llm"):
-            gap = g["submitted_s"].to_numpy()[1:] - g["ended_s"].to_numpy()[:-1]
-            gaps.append(gap[(gap >= 0) & (gap < back_to_back_s)])
-        gaps = np.concatenate(gaps) if gaps else np.empty(0)
+        gaps = dispatch_gaps(jobs, back_to_back_s)
         self.dispatch_gap_s = float(np.median(gaps)) if len(gaps) else 0.0
         ratio = (jobs["measured_s"] + self.dispatch_gap_s) / jobs["predicted_s"]
         window = (jobs["submitted_s"] // self.window_s).astype(int)
