@@ -26,6 +26,9 @@ Definitions (per group, e.g. one cell x strategy, and per LLM inside it):
   (the same denominator as throughput).
 - SLO attainment at scale ``s`` = requests meeting the SLO at ``s`` / all requests that arrived;
   unfinished requests count as misses.
+- total throughput (req/s, MuxServe's reported figure) = the sum of the group's per-LLM
+  throughputs; rate-weighted throughput (the paper's throughput figure) = sum_i rate_i x
+  throughput_i / N over the experiment's N LLMs (:func:`add_serving_columns`).
 - TTFT / TPOT / latency percentiles (linear interpolation, like :func:`numpy.percentile`) are
   over FINISHED requests only, so the three describe the same population. Requests cut off by the
   drain limit do not appear in them; the attainment columns are what penalises them.
@@ -50,6 +53,8 @@ __all__ = [
     "ratios",
     "sweep_columns",
     "attainment_column",
+    "base_attainment_column",
+    "add_serving_columns",
 ]
 
 #: Columns of a run's request table: the cell and strategy, then what both drivers write for
@@ -84,9 +89,12 @@ _ATTAINMENT_PREFIX = "slo_attainment@"
 # order around the attainment columns.
 _COUNT_COLUMNS = ("goodput_scale", "n_requests", "n_finished", "n_unfinished", "last_completion_s",
                   "throughput_rps", "goodput_rps")
+#: Columns :func:`add_serving_columns` adds (metrics, not sweep parameters).
+_SERVING_COLUMNS = ("slo_base", "rate_rps", "estimated_throughput_rps", "total_throughput_rps",
+                    "weighted_throughput_rps")
 _PERCENTILE_COLUMNS = tuple(f"{m}_p{p}_s" for m in _LATENCY_METRICS for p in PERCENTILES)
 _TAIL_COLUMNS = ("mean_prompt_tokens", "mean_output_tokens", "preemptions")
-_SUMMARY_METRIC_COLUMNS = frozenset(_COUNT_COLUMNS + _PERCENTILE_COLUMNS + _TAIL_COLUMNS)
+_SUMMARY_METRIC_COLUMNS = frozenset(_COUNT_COLUMNS + _PERCENTILE_COLUMNS + _TAIL_COLUMNS + _SERVING_COLUMNS)
 
 
 def _require(df: pd.DataFrame, columns: Iterable[str], where: str) -> None:
@@ -104,6 +112,13 @@ def attainment_column(scale: float) -> str:
     """Name of the SLO-attainment column for SLO scale ``scale`` (``:g`` format, e.g. ``8`` ->
     ``"slo_attainment@8"``, ``2.5`` -> ``"slo_attainment@2.5"``)."""
     return f"{_ATTAINMENT_PREFIX}{float(scale):g}"
+
+
+def base_attainment_column(base: str, scale: float) -> str:
+    """Name of the SLO-attainment column under SLO base ``base`` (``alone``, ``reference``) at
+    ``scale``, e.g. ``"slo_attainment_reference@8"``; :func:`summarize` writes them at the
+    goodput scale for every base its input carries."""
+    return f"slo_attainment_{base}@{float(scale):g}"
 
 
 def request_metrics(df: pd.DataFrame) -> pd.DataFrame:
@@ -203,7 +218,7 @@ def sweep_columns(
         for c in summary.columns
         if c not in keys
         and c not in _SUMMARY_METRIC_COLUMNS
-        and not str(c).startswith(_ATTAINMENT_PREFIX)
+        and not str(c).startswith("slo_attainment")
     ]
 
 
@@ -292,6 +307,13 @@ def summarize(
         work[f"_meet{i}"] = latency <= scale * base
 
     goodput_label = attainment_column(goodput_scale)
+    # attainment at the goodput scale under each SLO base the table carries (both are written
+    # per request; the plain columns use slo_base_s)
+    for base in ("alone", "reference"):
+        col = f"slo_base_{base}_s"
+        if col in df.columns:
+            label_list.append(base_attainment_column(base, goodput_scale))
+            work[f"_meet{len(label_list) - 1}"] = latency <= float(goodput_scale) * _as_float(df[col])
     fine = _aggregate(work, ["_g", "_l"], label_list, goodput_label)
     coarse = _aggregate(work, ["_g"], label_list, goodput_label).sort_values("_g")
     fine["llm"] = llm_names[fine["_l"].to_numpy()] if len(fine) else np.array([], dtype=object)
@@ -334,13 +356,65 @@ def summarize(
 
 def _constant_extras(df: pd.DataFrame, group_cols: list[str], gcode: np.ndarray) -> list[str]:
     """Non-schema columns of ``df`` that hold one value per group (the sweep parameters)."""
-    known = set(REQUEST_COLUMNS) | set(_REQUEST_METRIC_COLUMNS) | set(group_cols)
+    known = set(REQUEST_COLUMNS) | set(_REQUEST_METRIC_COLUMNS) | set(group_cols) | {
+        "slo_base_alone_s", "slo_base_reference_s"}
     extras = [c for c in df.columns if c not in known]
     if not extras or df.empty:
         # Without rows every extra column is trivially constant; keep it for a stable schema.
         return extras
     counts = df[extras].groupby(gcode, sort=False).nunique(dropna=False)
     return [c for c in extras if int(counts[c].max()) <= 1]
+
+
+def add_serving_columns(summary: pd.DataFrame, llm_facts: pd.DataFrame, n_llms: int,
+                        slo_base: str, keys: Sequence[str] = ("cell", "strategy")) -> pd.DataFrame:
+    """Add the offered rate, the placement's estimate and MuxServe's throughput figures to a
+    :func:`summarize` output.
+
+    Args:
+        summary: :func:`summarize` output grouped by ``keys``.
+        llm_facts: one row per (``keys``..., ``llm``): ``rate_rps`` (the LLM's arrival rate,
+            req/s) and ``estimated_throughput_rps`` (its placement's estimate, req/s).
+        n_llms: LLMs of the experiment (N of the rate-weighted mean: an LLM with no request
+            counts as 0).
+        slo_base: the SLO base the attainment columns use (for the ``slo_base`` column).
+
+    Returns:
+        A copy with columns ``slo_base``; ``rate_rps`` and ``estimated_throughput_rps`` (per LLM;
+        their sums on overall rows); ``total_throughput_rps`` (sum of the per-LLM throughputs,
+        req/s) and ``weighted_throughput_rps`` (sum_i rate_i x throughput_i / N, req^2/s^2, the
+        paper's throughput figure) on overall rows, NaN on per-LLM rows.
+
+    Raises:
+        ValueError: a required column is missing.
+    """
+    keys = list(keys)
+    _require(llm_facts, [*keys, "llm", "rate_rps", "estimated_throughput_rps"], "add_serving_columns")
+    out = summary.merge(llm_facts[[*keys, "llm", "rate_rps", "estimated_throughput_rps"]],
+                        on=[*keys, "llm"], how="left")
+    per = out[out["llm"] != ALL_LLMS]
+    g = per.groupby(keys, sort=False)
+    totals = pd.DataFrame({
+        "_rate": g["rate_rps"].sum(min_count=1),
+        "_est": g["estimated_throughput_rps"].sum(min_count=1),
+        "_total": g["throughput_rps"].sum(),
+        "_weighted": g.apply(lambda d: float((d["rate_rps"] * d["throughput_rps"]).sum()) / n_llms,
+                             include_groups=False),
+    }).reset_index()
+    out = out.merge(totals, on=keys, how="left")
+    overall = out["llm"] == ALL_LLMS
+    out.loc[overall, "rate_rps"] = out.loc[overall, "_rate"]
+    out.loc[overall, "estimated_throughput_rps"] = out.loc[overall, "_est"]
+    out["total_throughput_rps"] = np.where(overall, out["_total"], np.nan)
+    out["weighted_throughput_rps"] = np.where(overall, out["_weighted"], np.nan)
+    out = out.drop(columns=["_rate", "_est", "_total", "_weighted"])
+    out.insert(out.columns.get_loc("throughput_rps"), "slo_base", slo_base)
+    cols = list(out.columns)
+    for c in ("rate_rps", "estimated_throughput_rps", "total_throughput_rps", "weighted_throughput_rps"):
+        cols.remove(c)
+    at = cols.index("throughput_rps")
+    return out[cols[:at] + ["rate_rps", "estimated_throughput_rps", "throughput_rps",
+                            "total_throughput_rps", "weighted_throughput_rps"] + cols[at + 1:]]
 
 
 def ratios(

@@ -12,13 +12,25 @@ import pandas as pd
 
 from muxsim.core.llm import Request
 
-__all__ = ["REQUEST_COLUMNS", "REJECTED", "DRAINED", "STALLED", "slo_base_latency", "request_table"]
+__all__ = ["REQUEST_COLUMNS", "REJECTED", "DRAINED", "STALLED", "SLO_BASES", "slo_base_latency",
+           "reference_gpus", "reference_slo_base", "request_table"]
 
-#: Columns of the per-request table.
+#: Columns of the per-request table. ``slo_base_s`` is the base of the run's ``slo.base``;
+#: ``slo_base_alone_s`` and ``slo_base_reference_s`` are both bases, always written.
 REQUEST_COLUMNS = (
     "request_id", "llm", "model", "arrival_s", "prefill_start_s", "first_token_s", "finish_s",
     "prompt_tokens", "output_tokens", "preemptions", "finished", "reason", "slo_base_s",
+    "slo_base_alone_s", "slo_base_reference_s",
 )
+
+#: SLO bases (``slo.base``): ``alone`` -- muxsim's, the request served alone on its model's
+#: smallest mesh (:func:`slo_base_latency`); ``reference`` -- the reference analysis' batch-1
+#: latencies on the baseline GPU counts (:func:`reference_slo_base`).
+SLO_BASES = ("alone", "reference")
+
+#: Context lengths (tokens) of the MuxServe profile, over which the reference analysis
+#: averages batch-1 decode latency and between which it interpolates prefill latency.
+PROFILE_LENGTHS = (32, 64, 128, 256, 512)
 
 REJECTED = "needs more KV blocks than its mesh holds"
 DRAINED = "drain limit reached"
@@ -38,8 +50,38 @@ def slo_base_latency(curve, prompt: np.ndarray, output: np.ndarray) -> np.ndarra
     return prefill[pi] + output * decode[ci]
 
 
+def reference_gpus(model) -> int:
+    """GPUs of the reference analysis' baseline for ``model``'s size class: 1 / 1 / 4 / 8 for
+    compute weight 1 / 2 / 4 / 8 (7B / 13B / 30B / 65B; the spatial baseline's mesh sizes,
+    ../shared/docs/muxserve.md §9)."""
+    return 1 if model.compute_weight <= 2 else int(model.compute_weight)
+
+
+def reference_slo_base(curve, prompt: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """The reference analysis' SLO base (s) of each request (../shared/docs/muxserve.md §9):
+    prefill + output x decode, both at batch 1 and 100 % SMs on the baseline GPU count.
+
+    ``decode`` is the mean batch-1 decode latency over context lengths 32..512
+    (:data:`PROFILE_LENGTHS`); ``prefill`` is the batch-1 prefill latency interpolated linearly
+    between those lengths (held at its 32-token value below 32 tokens) and scaled linearly
+    beyond 512. muxsim evaluates both on ``curve`` (fitted to the same profile) rather than on
+    the raw profile, which is not shipped.
+
+    Args:
+        curve: latency curve of the model on :func:`reference_gpus` GPUs.
+        prompt, output: tokens per request, shape (n,).
+    """
+    prompt = np.asarray(prompt, dtype=float)
+    output = np.asarray(output, dtype=float)
+    lengths = np.asarray(PROFILE_LENGTHS, dtype=float)
+    decode = float(np.mean([curve.decode_s(1, int(n), 100.0) for n in PROFILE_LENGTHS]))
+    table = np.asarray([curve.prefill_s(int(n), 1, 100.0) for n in PROFILE_LENGTHS])
+    prefill = np.where(prompt > lengths[-1], table[-1] * prompt / lengths[-1], np.interp(prompt, lengths, table))
+    return prefill + output * decode
+
+
 def request_table(reqs: list[Request], reasons: list[str], names, models, latency, gpu,
-                  unfinished_reason: str) -> pd.DataFrame:
+                  unfinished_reason: str, slo_base: str = "alone") -> pd.DataFrame:
     """Build the per-request table (:data:`REQUEST_COLUMNS`) from the requests of a run.
 
     Args:
@@ -47,19 +89,29 @@ def request_table(reqs: list[Request], reasons: list[str], names, models, latenc
         reasons: per request, why it did not finish ("" when unknown yet); requests without a
             finish time and without a reason get ``unfinished_reason``.
         names, models: per LLM index.
-        latency, gpu: the latency model and GPU kind for the SLO base latency (the request
-            served alone on its model's smallest mesh).
+        latency, gpu: the latency model and GPU kind for the SLO base latencies (without job
+            overheads: an SLO is a fixed target, not a property of the system judged).
+        slo_base: which base ``slo_base_s`` holds (:data:`SLO_BASES`).
+
+    Raises:
+        ValueError: unknown ``slo_base``.
     """
+    if slo_base not in SLO_BASES:
+        raise ValueError(f"slo.base must be one of {', '.join(SLO_BASES)}; got {slo_base!r}")
     llm_idx = np.fromiter((r.llm for r in reqs), dtype=np.int64, count=len(reqs))
     prompts = np.fromiter((r.prompt for r in reqs), dtype=np.int64, count=len(reqs))
     outputs = np.fromiter((r.output for r in reqs), dtype=np.int64, count=len(reqs))
     df = _records(reqs, reasons, names, models, unfinished_reason)
-    base = np.empty(len(reqs))
+    alone = np.empty(len(reqs))
+    ref = np.empty(len(reqs))
     for i, m in enumerate(models):
         sel = llm_idx == i
         if sel.any():
-            base[sel] = slo_base_latency(latency.curve(m, m.min_gpus, gpu), prompts[sel], outputs[sel])
-    df["slo_base_s"] = base
+            alone[sel] = slo_base_latency(latency.curve(m, m.min_gpus, gpu), prompts[sel], outputs[sel])
+            ref[sel] = reference_slo_base(latency.curve(m, reference_gpus(m), gpu), prompts[sel], outputs[sel])
+    df["slo_base_s"] = alone if slo_base == "alone" else ref
+    df["slo_base_alone_s"] = alone
+    df["slo_base_reference_s"] = ref
     return df
 
 

@@ -30,7 +30,7 @@ import yaml  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from muxsim.metrics import ALL_LLMS, attainment_column, sweep_columns  # noqa: E402
+from muxsim.metrics import ALL_LLMS, attainment_column, base_attainment_column, sweep_columns  # noqa: E402
 
 __all__ = [
     "OUTPUT_FILES",
@@ -87,14 +87,18 @@ def _fmt(value: float, spec: str, scale: float = 1.0) -> str:
 def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
     """A rich table of the overall row of every cell x strategy.
 
-    Columns: cell, strategy, throughput (req/s), goodput (req/s) and SLO attainment (%) at the
-    goodput scale, TTFT p99 (s), TPOT p99 (ms per token), and -- from ``ratios`` -- the reference
-    strategy's metric divided by this row's strategy (``n/a`` on the reference's own row).
+    Columns: cell, strategy; when the summary has them (:func:`muxsim.metrics.add_serving_columns`)
+    the offered rate, the placement's estimate and the total throughput (sum of per-LLM
+    throughputs, MuxServe's figure), all req/s, else muxsim's throughput (all requests / last
+    completion) and goodput (req/s); SLO attainment (%) at the goodput scale under the
+    summary's SLO base, and under each base the table carries; TTFT p99 (s), TPOT p99 (ms per
+    token); and -- from ``ratios`` -- the reference strategy's metric divided by this row's
+    (``n/a`` on the reference's own row; the first metric of ``ratios``).
 
     Args:
         summary: output of :func:`muxsim.metrics.summarize` (default group columns).
-        ratios: output of :func:`muxsim.metrics.ratios` for the same summary, or ``None`` (or an
-            empty frame) to leave the ratio column out.
+        ratios: output of :func:`muxsim.metrics.ratios` for the same summary (one or several
+            metrics), or ``None`` (or an empty frame) to leave the ratio column out.
 
     Raises:
         ValueError: a required column is missing, or the summary holds several goodput scales.
@@ -112,36 +116,45 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
         if rcols:
             reference = rcols[0].split("/", 1)[0]
             metric = str(ratios["metric"].iloc[0]) if "metric" in ratios.columns else "metric"
-        for rec in ratios.to_dict("records"):
+        picked = ratios[ratios["metric"] == metric] if "metric" in ratios.columns else ratios
+        for rec in picked.to_dict("records"):
             for c in rcols:
                 ratio_of[(str(rec["cell"]), c.split("/", 1)[1])] = rec[c]
 
-    table = Table(title=f"Overall results (SLO scale {g:g} for goodput and attainment)")
+    base = str(rows["slo_base"].iloc[0]) if "slo_base" in rows.columns else None
+    bases = [b for b in ("alone", "reference") if base_attainment_column(b, g) in rows.columns]
+    table = Table(title=f"Overall results (SLO scale {g:g} for goodput and attainment"
+                        + (f"; SLO base: {base}" if base else "")
+                        + ("; served = sum of per-LLM throughputs" if "total_throughput_rps" in rows.columns else "")
+                        + ")")
     # Names wrap rather than being cut to "alpha=..." on narrow (e.g. CI, 80-column) consoles.
-    table.add_column("cell", overflow="fold")
+    table.add_column("cell", overflow="fold", min_width=min(24, int(rows["cell"].astype(str).str.len().max())))
     table.add_column("strategy", overflow="fold")
-    for header in (
-        "throughput (req/s)",
-        f"goodput@{g:g} (req/s)",
-        f"SLO attain. @{g:g}",
-        "TTFT p99 (s)",
-        "TPOT p99 (ms)",
-    ):
+    cols: list[tuple[str, str, str, float]] = []  # (header, column, format, scale)
+    if "total_throughput_rps" in rows.columns:
+        # MuxServe's figures; muxsim's own throughput and goodput stay in summary.csv
+        cols += [("offered req/s", "rate_rps", ".1f", 1.0),
+                 ("estimate req/s", "estimated_throughput_rps", ".1f", 1.0),
+                 ("served req/s", "total_throughput_rps", ".1f", 1.0)]
+    else:
+        cols += [("throughput (req/s)", "throughput_rps", ".3f", 1.0),
+                 (f"goodput@{g:g} (req/s)", "goodput_rps", ".3f", 1.0)]
+    if bases:
+        short_base = {"alone": "alone", "reference": "ref."}
+        cols += [(f"SLO@{g:g} {short_base[b]}", base_attainment_column(b, g), ".1%", 1.0) for b in bases]
+    else:
+        cols += [(f"SLO attain. @{g:g}", att, ".1%", 1.0)]
+    cols += [("TTFT p99 s", "ttft_p99_s", ".1f", 1.0), ("TPOT p99 ms", "tpot_p99_s", ".0f", 1e3)]
+    for header, *_ in cols:
         table.add_column(header, justify="right")
     if reference is not None:
-        table.add_column(f"{reference} / this ({metric})", justify="right")
+        short = {"total_throughput_rps": "served", "throughput_rps": "thr.", "goodput_rps": "goodput"}
+        table.add_column(f"{reference}/this {short.get(metric, metric)}", justify="right")
 
     cells = rows["cell"].astype(str).to_numpy()
     for i, rec in enumerate(rows.to_dict("records")):
-        cells_row = [
-            str(rec["cell"]),
-            str(rec["strategy"]),
-            _fmt(rec["throughput_rps"], ".3f"),
-            _fmt(rec["goodput_rps"], ".3f"),
-            _fmt(rec[att], ".1%"),
-            _fmt(rec["ttft_p99_s"], ".3f"),
-            _fmt(rec["tpot_p99_s"], ".1f", 1e3),
-        ]
+        cells_row = [str(rec["cell"]), str(rec["strategy"])]
+        cells_row += [_fmt(rec[c], spec, scale) for _, c, spec, scale in cols]
         if reference is not None:
             r = ratio_of.get((str(rec["cell"]), str(rec["strategy"])))
             cells_row.append("n/a" if r is None else _fmt(r, ".2f") + "x")
@@ -190,7 +203,10 @@ def _save_figure(fig: matplotlib.figure.Figure, path: str | os.PathLike) -> Path
 
 
 def _auto_x(rows: pd.DataFrame) -> str | None:
-    for c in sweep_columns(rows):
+    # the paper plots throughput against the rate scale, one panel per alpha
+    cols = sweep_columns(rows)
+    cols = [c for c in ("rate_scale", "avg_rate") if c in cols] + [c for c in cols if c not in ("rate_scale", "avg_rate")]
+    for c in cols:
         if pd.api.types.is_numeric_dtype(rows[c]) and rows[c].nunique() > 1:
             return c
     return None
@@ -199,7 +215,11 @@ def _auto_x(rows: pd.DataFrame) -> str | None:
 def plot_throughput(
     summary: pd.DataFrame, path: str | os.PathLike, x: str | None = "alpha"
 ) -> Path:
-    """Plot overall throughput (req/s) against a sweep parameter, one line per strategy.
+    """Plot overall throughput against a sweep parameter, one line per strategy.
+
+    With MuxServe's figures in the summary (:func:`muxsim.metrics.add_serving_columns`) two
+    rows of panels: the paper's rate-weighted throughput (sum_i rate_i x throughput_i / N) and
+    the total (sum of per-LLM throughputs, req/s); else muxsim's throughput (req/s).
 
     Other sweep parameters that vary get one facet per combination. When ``x`` is missing,
     not numeric or constant (or still does not single out one cell per strategy and facet),
@@ -217,6 +237,10 @@ def plot_throughput(
     Raises:
         ValueError: a required column is missing or the summary has no overall row.
     """
+    if "weighted_throughput_rps" in summary.columns:
+        return _plot_overall(summary, path, x, ["weighted_throughput_rps", "total_throughput_rps"],
+                             ["rate-weighted throughput\n(paper's figure)", "total throughput\n(sum of per-LLM, req/s)"],
+                             "Throughput", "plot_throughput")
     return _plot_overall(summary, path, x, "throughput_rps", "throughput (req/s)",
                          "Overall throughput", "plot_throughput")
 
@@ -255,12 +279,15 @@ def _plot_overall(
     summary: pd.DataFrame,
     path: str | os.PathLike,
     x: str | None,
-    y: str,
-    ylabel: str,
+    y: str | list[str],
+    ylabel: str | list[str],
     title: str,
     where: str,
     ylim: tuple[float, float] | None = None,
 ) -> Path:
+    ys = [y] if isinstance(y, str) else list(y)
+    ylabels = [ylabel] if isinstance(ylabel, str) else list(ylabel)
+    y, ylabel = ys[0], ylabels[0]
     rows = _overall(summary, where)
     if rows.empty:
         raise ValueError(f"{where}: summary has no overall (llm == 'all') rows")
@@ -291,7 +318,22 @@ def _plot_overall(
         usable = not rows.duplicated(subset=keys).any()
 
     with sns.axes_style("whitegrid"):
-        if usable:
+        if usable and len(ys) > 1:
+            long = rows.melt(id_vars=[c for c in rows.columns if c not in ys], value_vars=ys,
+                             var_name="_metric", value_name="_y")
+            long["_metric"] = long["_metric"].map(dict(zip(ys, ylabels)))
+            grid = sns.relplot(
+                data=long.sort_values(x, kind="mergesort"), x=x, y="_y", hue="strategy",
+                hue_order=hue_order, kind="line", marker="o", row="_metric", row_order=ylabels,
+                col=facet, height=3.0, aspect=1.15, facet_kws={"sharey": "row"},
+            )
+            grid.set_titles("{col_name}" if facet else "")
+            for label, axes in zip(ylabels, grid.axes):
+                axes[0].set_ylabel(label)
+            for ax in grid.axes[-1]:
+                ax.set_xlabel(x)
+            fig = grid.figure
+        elif usable:
             grid = sns.relplot(
                 data=rows.sort_values(x, kind="mergesort"),
                 x=x,
