@@ -23,7 +23,7 @@ from muxsim.trace_cli import trace_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="muxsim: simulate MuxServe and its baselines on a GPU cluster.")
-calibrate_app = typer.Typer(no_args_is_help=True, help="Fit latency models to measured profiles.")
+calibrate_app = typer.Typer(no_args_is_help=True, help="Measure and fit latency models and job overheads.")
 app.add_typer(calibrate_app, name="calibrate")
 app.add_typer(trace_app, name="trace")
 
@@ -90,39 +90,47 @@ def run(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from muxsim import metrics, report
-        from muxsim.runner import preflight, run_experiment
+        from muxsim.catalog import get_model
+        from muxsim.runner import placement_kinds, preflight, run_experiment
 
         cfg = _load(config, seed)
         preflight(cfg)
         out_dir = out if out is not None else Path("results") / cfg.name
         cells = cfg.cells()
-        kinds = {"spatial" if s == "spatial" else "muxserve" for s in cfg.strategies}
-        total = len(cells) * (len(kinds) + len(cfg.strategies))
+        total = len(cells) * (len(placement_kinds(cfg)) + len(cfg.strategies))
         t0 = time.perf_counter()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err_console, transient=False) as bar:
             task = bar.add_task(f"{cfg.name}: {len(cells)} cells x {len(cfg.strategies)} strategies", total=total)
-            runs = run_experiment(cfg, jobs=jobs,
-                                  progress=lambda label: bar.update(task, advance=1, description=label))
+            plans, runs = run_experiment(cfg, jobs=jobs,
+                                         progress=lambda label: bar.update(task, advance=1, description=label))
         wall = time.perf_counter() - t0
         import pandas as pd
 
         requests = pd.concat([r.requests for r in runs], ignore_index=True)
-        summary = metrics.summarize(requests, cfg.slo.scales, cfg.slo.goodput_scale,
-                                    group_cols=("cell", "strategy"))
+        summary = experiment_summary(cfg, plans, runs, requests)
         summary["latency_source"] = _latency_source_column(summary, requests)
-        ratios = metrics.ratios(summary, reference="muxserve") if "muxserve" in cfg.strategies and len(cfg.strategies) > 1 else None
+        ratios = None
+        if "muxserve" in cfg.strategies and len(cfg.strategies) > 1:
+            ratios = pd.concat([metrics.ratios(summary, reference="muxserve", on=m)
+                                for m in ("total_throughput_rps", "throughput_rps", "goodput_rps")],
+                               ignore_index=True)
         roofline = sorted({m for r in runs for m, s in r.latency_sources.items() if s == "roofline"})
         scaled = sorted({m for r in runs for m, s in r.latency_sources.items() if s == "fitted-scaled"})
-        placements = {f"{r.cell} | {r.strategy}": r.placement.to_dict() for r in runs}
         n_req = len(requests)
         sim_s = sum(r.sim_time_s for r in runs)
         cpu_s = sum(r.wall_s for r in runs)
+        models = [get_model(m) for m in dict.fromkeys(cfg.llm_models())]
         facts = {
             "latency_model": {m: s for r in runs for m, s in r.latency_sources.items()},
             "roofline_models": roofline,
             "fitted_scaled_models": scaled,
-            "placements": placements,
+            "job_overhead": cfg.overhead.model().as_dict(models),
+            "slo_base": cfg.slo.base,
+            "placements": {f"{r.cell} | {r.strategy}": _placement_facts(r.placement) for r in runs},
+            "request_counts": {p.cell.label: dict(zip(cfg.llm_names(), p.counts))
+                               for p in plans if p.counts is not None},
+            "workloads": {p.cell.label: f"workload_{p.index}.parquet" for p in plans},
         }
         staging = out_dir.parent / f".{out_dir.name}.staging-{os.getpid()}"
         if staging.exists():
@@ -131,7 +139,7 @@ def run(
         try:
             report.write_outputs(requests, summary, ratios, staging, cfg.model_dump(mode="json"),
                                  cfg.seed, __version__, extra=facts)
-            _save_workloads(cfg, staging)
+            _save_workloads(plans, staging)
             _swap_into_place(staging, out_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -150,6 +158,28 @@ def run(
     _guarded(go)
 
 
+def experiment_summary(cfg, plans, runs, requests):
+    """The run's summary: :func:`muxsim.metrics.summarize` per cell and strategy, with each LLM's
+    rate, its placement's estimate and MuxServe's throughput figures
+    (:func:`muxsim.metrics.add_serving_columns`)."""
+    import pandas as pd
+
+    from muxsim import metrics
+
+    summary = metrics.summarize(requests, cfg.slo.scales, cfg.slo.goodput_scale, group_cols=("cell", "strategy"))
+    rates = {p.cell.label: dict(zip(cfg.llm_names(), p.cell.rates)) for p in plans}
+    facts = pd.DataFrame([(r.cell, r.strategy, n, rates[r.cell][n], r.placement.est_throughput.get(n, float("nan")))
+                          for r in runs for n in cfg.llm_names()],
+                         columns=["cell", "strategy", "llm", "rate_rps", "estimated_throughput_rps"])
+    return metrics.add_serving_columns(summary, facts, len(cfg.llm_names()), cfg.slo.base)
+
+
+def _placement_facts(p) -> dict:
+    """A placement for run.json: its meshes, how it was made and its per-LLM estimate (req/s)."""
+    return {"method": p.method, "meshes": p.to_dict(),
+            "estimated_throughput_rps": {k: round(float(v), 6) for k, v in p.est_throughput.items()}}
+
+
 def _latency_source_column(summary, requests):
     """Per summary row, the latency model behind it: fitted, fitted-scaled or roofline (joined
     with '+' on overall rows that mix them)."""
@@ -161,14 +191,12 @@ def _latency_source_column(summary, requests):
             for c, s, llm in zip(summary["cell"], summary["strategy"], summary["llm"])]
 
 
-def _save_workloads(cfg, folder: Path) -> list[Path]:
-    """Write each cell's workload as ``workload_<cell index>.parquet`` (replay it with
+def _save_workloads(plans, folder: Path) -> list[Path]:
+    """Write each planned cell's workload as ``workload_<cell index>.parquet`` (replay it with
     ``workload.file``)."""
-    from muxsim.runner import cell_workload
     from muxsim.workload import save_workload
 
-    return [save_workload(cell_workload(cfg, cell, k), folder / f"workload_{k}.parquet")
-            for k, cell in enumerate(cfg.cells())]
+    return [save_workload(p.workload, folder / f"workload_{p.index}.parquet") for p in plans]
 
 
 @app.command()
@@ -180,10 +208,14 @@ def workload(
     """Draw every cell's workload and save it as Parquet, without simulating."""
 
     def go():
+        from muxsim.runner import plan_experiment, preflight
+
         cfg = _load(config, seed)
+        preflight(cfg)
+        plans = plan_experiment(cfg)
         out.mkdir(parents=True, exist_ok=True)
-        for k, (path, cell) in enumerate(zip(_save_workloads(cfg, out), cfg.cells())):
-            console.print(f"{cell.label}: {path}")
+        for path, p in zip(_save_workloads(plans, out), plans):
+            console.print(f"{p.cell.label}: {path} ({len(p.workload):,} requests)")
 
     _guarded(go)
 
@@ -204,40 +236,90 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
 @app.command()
 def place(
     config: Path = typer.Argument(..., help="experiment YAML"),
-    strategy: str = typer.Option("muxserve", "--strategy", help="muxserve or spatial"),
+    strategy: str = typer.Option("muxserve", "--strategy", help="a strategy of the registry (its placement is shown)"),
+    check: bool = typer.Option(False, "--check", help="also simulate the placement on the cell's workload and "
+                               "print what it served next to the estimate"),
+    cell: Optional[str] = typer.Option(None, "--cell", help="only the cell with this label"),
 ):
-    """Print the placement of every cell and its estimated throughput."""
+    """Print the placement of every cell and its estimated throughput (with --check, the
+    simulated throughput beside it, per LLM and mesh)."""
 
     def go():
         import time
 
         from rich.table import Table
 
-        from muxsim.runner import placement_for
+        from muxsim import metrics
+        from muxsim.core.strategies import STRATEGIES, get_strategy
+        from muxsim.runner import plan_experiment, placement_for, preflight, simulate_cell
 
-        if strategy not in ("muxserve", "spatial", "temporal"):
-            raise _Fail(f"--strategy must be one of muxserve, spatial, temporal; got {strategy!r}")
+        if strategy not in STRATEGIES:
+            raise _Fail(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+        kind = get_strategy(strategy).placement
         cfg = _load(config, None)
-        for cell in cfg.cells():
+        if strategy not in cfg.strategies:
+            cfg = cfg.model_copy(update={"strategies": [*cfg.strategies, strategy]})
+        preflight(cfg)
+        cells = cfg.cells()
+        if cell is not None:
+            cells = [c for c in cells if c.label == cell]
+            if not cells:
+                raise _Fail(f"--cell {cell!r} is not a cell of {config}; cells: "
+                            + ", ".join(c.label for c in cfg.cells()))
+        for c in cells:
             t0 = time.perf_counter()
-            p = placement_for(cfg, cell, "spatial" if strategy == "spatial" else "muxserve")
+            served = {}
+            if check:
+                (plan,) = plan_experiment(cfg.model_copy(update={"strategies": [strategy]}), cells=[c])
+                p = plan.placements[kind]
+                res = simulate_cell(cfg, c, strategy, p, plan.workload)
+                summ = metrics.summarize(res.requests.assign(cell=c.label, strategy=strategy), cfg.slo.scales,
+                                         cfg.slo.goodput_scale)
+                served = summ.set_index("llm").to_dict("index")
+            else:
+                p = placement_for(cfg, c, kind)
             dt = time.perf_counter() - t0
-            rate = dict(zip(cfg.llm_names(), cell.rates))
+            rate = dict(zip(cfg.llm_names(), c.rates))
             model = dict(zip(cfg.llm_names(), cfg.llm_models()))
-            t = Table(title=f"{cfg.name} {cell.label}: {p.method} placement "
-                            f"({p.layouts_searched} layouts, {dt:.2f} s)")
-            for col in ("node", "GPUs", "LLM", "model", "rate req/s", "SM prefill/decode %", "est. req/s"):
+            att = metrics.attainment_column(cfg.slo.goodput_scale)
+            t = Table(title=f"{cfg.name} {c.label}: {strategy} ({p.method} placement, "
+                            f"{p.layouts_searched} layouts{', simulated' if check else ''}, {dt:.2f} s)")
+            cols = ["node", "GPUs", "LLM", "model", "rate req/s", "SM prefill/decode %", "est. req/s"]
+            if check:
+                cols += ["requests", "sim. req/s", "sim./est.", "TTFT p50 (s)", f"SLO @{cfg.slo.goodput_scale:g}"]
+            for col in cols:
                 t.add_column(col, justify="right" if col not in ("LLM", "model") else "left")
+
+            def sim_cells(names):
+                rows = [served[n] for n in names if n in served]
+                thr = sum(r["throughput_rps"] for r in rows)
+                est = sum(p.est_throughput.get(n, 0.0) for n in names)
+                n = sum(r["n_requests"] for r in rows)
+                return [f"{n:,}", f"{thr:.2f}", f"{thr / est:.2f}" if est > 0 else "n/a"]
+
             for m in p.meshes:
                 for k, name in enumerate(m.llms):
                     pf, dec = m.sm[name]
                     gpus = f"{m.first_gpu}-{m.first_gpu + m.gpus - 1}" if m.gpus > 1 else f"{m.first_gpu}"
-                    t.add_row(str(m.node) if k == 0 else "", gpus if k == 0 else "", name, model[name],
-                              f"{rate[name]:.2f}", f"{pf:g}/{dec:g}", f"{p.est_throughput.get(name, float('nan')):.2f}")
+                    row = [str(m.node) if k == 0 else "", gpus if k == 0 else "", name, model[name],
+                           f"{rate[name]:.2f}", f"{pf:g}/{dec:g}", f"{p.est_throughput.get(name, float('nan')):.2f}"]
+                    if check:
+                        r = served.get(name)
+                        row += sim_cells([name]) + ([f"{r['ttft_p50_s']:.2f}", f"{r[att]:.0%}"]
+                                                    if r is not None else ["", ""])
+                    t.add_row(*row)
+                if check and len(m.llms) > 1:
+                    est = sum(p.est_throughput.get(n, 0.0) for n in m.llms)
+                    t.add_row("", "", "mesh", "", f"{sum(rate[n] for n in m.llms):.2f}", "", f"{est:.2f}",
+                              *sim_cells(m.llms), "", "", style="italic")
                 t.add_section()
             console.print(t)
-            console.print(f"estimated throughput {p.total_est_throughput:.2f} req/s of "
-                          f"{sum(cell.rates):.2f} req/s offered")
+            line = (f"estimated throughput {p.total_est_throughput:.2f} req/s of {sum(c.rates):.2f} req/s offered")
+            if check:
+                thr = sum(r["throughput_rps"] for n, r in served.items() if n != "all")
+                line += (f"; simulated {thr:.2f} req/s (sum of per-LLM throughputs, "
+                         f"{thr / p.total_est_throughput:.2f}x the estimate)")
+            console.print(line)
 
     _guarded(go)
 
@@ -268,6 +350,46 @@ def calibrate_fit(
                         for c, v in zip(report.columns, row)])
         console.print(t)
         console.print(f"coefficients written to {target}")
+
+    _guarded(go)
+
+
+@calibrate_app.command("overhead")
+def calibrate_overhead(
+    jobs: Path = typer.Argument(..., help="jobs.parquet of a `muxsim validate` run (every live job, measured "
+                                "and predicted)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where to write the fitted overhead (JSON); give it to "
+                                       "an experiment as overhead.file"),
+):
+    """Fit the job-overhead model (dispatch gap per job, per-sequence cost per decode iteration)
+    to a live run's jobs and print it."""
+
+    def go():
+        import pandas as pd
+        from rich.table import Table
+
+        from muxsim.perf.overhead import fit_overhead, save_overhead
+
+        if not jobs.is_file():
+            raise _Fail(f"job table not found: {jobs}")
+        try:
+            table = pd.read_parquet(jobs)
+        except Exception as e:  # pyarrow raises several types for a file that is not Parquet
+            raise _Fail(f"{jobs}: not a readable Parquet job table ({type(e).__name__})") from None
+        fitted, report = fit_overhead(table)
+        t = Table(title=f"job overhead fitted to {len(table):,} live jobs of {jobs.name}")
+        for col in ("term", "model", "figure", "95 % interval", "from"):
+            t.add_column(col)
+        d = report[report.model == "dispatch"].iloc[0]
+        t.add_row("dispatch gap per job", "all", f"{d.dispatch_ms:.3f} ms", "", f"{int(d.n_gaps):,} back-to-back gaps")
+        for r in report[report.model != "dispatch"].itertuples():
+            t.add_row("per sequence per decode", str(r.model), f"{r.per_seq_ms:.4f} ms",
+                      f"{r.per_seq_ms_lo:.4f} .. {r.per_seq_ms_hi:.4f}",
+                      f"{int(r.decode_jobs):,} decode jobs (median residual {r.residual_ms_median:.3f} ms)")
+        console.print(t)
+        if out is not None:
+            save_overhead(fitted, out)
+            console.print(f"written to {out} (negative slopes are stored as 0); use it with overhead.file")
 
     _guarded(go)
 

@@ -23,6 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from muxsim.catalog import GPUS, MODELS, get_gpu, get_model
+from muxsim.core.strategies import STRATEGIES as _REGISTRY
+from muxsim.records import SLO_BASES
 from muxsim.workload.synth import PopularitySpec, SynthSpec, synthesize
 
 __all__ = [
@@ -41,14 +43,19 @@ __all__ = [
     "CalibrationGridConfig",
     "LiveConfig",
     "ExperimentConfig",
+    "RequestCountConfig",
+    "OverheadConfig",
     "Cell",
     "load_config",
     "trace_workload",
     "STRATEGIES",
 ]
 
-#: Strategies a config may name.
-STRATEGIES = ("muxserve", "spatial", "temporal")
+#: Strategies a config may name (:data:`muxsim.core.strategies.STRATEGIES`).
+STRATEGIES = tuple(_REGISTRY)
+
+#: The strategies a config runs when it names none: MuxServe and the paper's two baselines.
+DEFAULT_STRATEGIES = ("muxserve", "spatial", "temporal")
 
 
 class ConfigError(ValueError):
@@ -97,13 +104,16 @@ class LLMGroup(_Strict):
 
 
 class PopularityConfig(_Strict):
-    """Power law rate_i = max_rate x (i+1)^-alpha over the LLMs in listed order.
+    """Power law rate_i = rate_scale x max_rate x (i+1)^-alpha over the LLMs in listed order.
 
-    ``alpha`` and ``max_rate`` may be lists: the experiment sweeps their product.
+    ``alpha``, ``max_rate`` and ``rate_scale`` may be lists: the experiment sweeps their product
+    (the paper: alpha in {0.7, 0.9, 1.3, 1.7, 2.1} x rate_scale in {0.5, 0.75, 1, 1.25},
+    max_rate 40 req/s).
     """
 
     alpha: float | list[float]
     max_rate: float | list[float]
+    rate_scale: float | list[float] = 1.0
 
     @field_validator("alpha")
     @classmethod
@@ -116,15 +126,17 @@ class PopularityConfig(_Strict):
                 raise ValueError(f"alpha must be >= 0, got {a}")
         return v
 
-    @field_validator("max_rate")
+    @field_validator("max_rate", "rate_scale")
     @classmethod
-    def _max_rate(cls, v):
+    def _positive(cls, v, info):
         vals = v if isinstance(v, list) else [v]
         if not vals:
-            raise ValueError("max_rate list is empty")
+            raise ValueError(f"{info.field_name} list is empty")
         for r in vals:
-            if r <= 0:
-                raise ValueError(f"max_rate must be > 0 req/s, got {r}")
+            if not (math.isfinite(r) and r > 0):
+                raise ValueError(f"{info.field_name} must be > 0 and finite, got {r}")
+        if len(set(vals)) != len(vals):
+            raise ValueError(f"{info.field_name} values must be unique, got {vals}")
         return v
 
     def alphas(self) -> list[float]:
@@ -134,6 +146,10 @@ class PopularityConfig(_Strict):
     def max_rates(self) -> list[float]:
         """max_rate values of the sweep (req/s)."""
         return list(self.max_rate) if isinstance(self.max_rate, list) else [self.max_rate]
+
+    def rate_scales(self) -> list[float]:
+        """rate_scale values of the sweep."""
+        return list(self.rate_scale) if isinstance(self.rate_scale, list) else [self.rate_scale]
 
 
 class RateSet(_Strict):
@@ -153,7 +169,13 @@ class RateSet(_Strict):
 
 
 class LengthsConfig(_Strict):
-    """Prompt/output lengths: ``sharegpt`` (the shipped empirical distribution) or fixed.
+    """Prompt/output lengths: a shipped empirical distribution or fixed.
+
+    ``sharegpt_v3``: ShareGPT V3 first turns after the paper's filters, the sample the MuxServe
+    paper drew from (LLaMA tokenizer; mean prompt 247.7, output 233.3 tokens;
+    traces/README.md). ``sharegpt``: ShareGPT first turns of sarathi-serve's 8k file
+    (Llama-2 tokenizer, outputs capped at 1024; mean 136.2 / 472.1). ``fixed``: every request
+    ``prompt`` / ``output`` tokens.
 
     ShareGPT lengths may be resized, at least 4 tokens each: ``scale`` multiplies prompt and
     output alike; ``mean_prompt`` and ``mean_output`` (tokens, both or neither) instead rescale
@@ -161,7 +183,7 @@ class LengthsConfig(_Strict):
     (:meth:`muxsim.workload.ScaledLengths.matching_means`; the shape of each side is kept).
     """
 
-    kind: Literal["sharegpt", "fixed"] = "sharegpt"
+    kind: Literal["sharegpt", "sharegpt_v3", "fixed"] = "sharegpt"
     prompt: int | None = Field(default=None, ge=1, le=32768)
     output: int | None = Field(default=None, ge=1, le=32768)
     scale: float = Field(default=1.0, gt=0)
@@ -176,9 +198,9 @@ class LengthsConfig(_Strict):
         if any(means):
             if not all(means):
                 raise ValueError("lengths: give both 'mean_prompt' and 'mean_output' (tokens), or neither")
-            if self.kind != "sharegpt":
-                raise ValueError("lengths: 'mean_prompt'/'mean_output' rescale kind 'sharegpt'; "
-                                 "kind 'fixed' takes 'prompt' and 'output'")
+            if self.kind == "fixed":
+                raise ValueError("lengths: 'mean_prompt'/'mean_output' rescale an empirical kind "
+                                 "(sharegpt, sharegpt_v3); kind 'fixed' takes 'prompt' and 'output'")
             if self.scale != 1.0:
                 raise ValueError("lengths: 'scale' and 'mean_prompt'/'mean_output' both resize "
                                  "the lengths; give one")
@@ -248,13 +270,45 @@ class TraceConfig(SynthSpec):
         return SynthSpec.model_validate(d)
 
 
+class RequestCountConfig(_Strict):
+    """How many requests each LLM of a drawn workload gets: its Poisson (or Gamma) arrivals run
+    from t = 0 until its count is drawn or ``duration_s`` ends.
+
+    ``rule: estimate`` is the reference benchmark's (../shared/docs/muxserve.md §8): LLM i gets
+    int(``factor`` x ``seconds`` x T_i) requests, T_i the MuxServe placement's estimated
+    throughput of LLM i (req/s, capped at its rate); the paper's values are 1.1 and 240 s.
+    ``rule: fixed`` gives every LLM ``counts`` requests (one number), or LLM i ``counts[i]``.
+    """
+
+    rule: Literal["estimate", "fixed"] = "estimate"
+    factor: float = Field(default=1.1, gt=0, allow_inf_nan=False)
+    seconds: float = Field(default=240.0, gt=0, allow_inf_nan=False)
+    counts: int | list[int] | None = None
+
+    @model_validator(mode="after")
+    def _rule_fields(self):
+        if self.rule == "fixed":
+            if self.counts is None:
+                raise ValueError("requests.rule 'fixed' needs 'counts': requests per LLM (a number, "
+                                 "or one per LLM)")
+            vals = self.counts if isinstance(self.counts, list) else [self.counts]
+            if not vals or any(c < 0 for c in vals):
+                raise ValueError(f"requests.counts must be whole numbers >= 0, got {self.counts}")
+        elif self.counts is not None:
+            raise ValueError("requests.counts applies to rule 'fixed'; rule 'estimate' derives the "
+                             "counts from the placement's estimate (factor, seconds)")
+        return self
+
+
 class WorkloadConfig(_Strict):
     """Arrivals and lengths.
 
     Exactly one of ``popularity`` (power law), per-group ``rate`` in ``llms`` or ``rate_sets``
     (explicit per-LLM rate vectors, one sweep cell each, in listed order) sets the rates.
     ``arrival``: ``poisson`` or ``gamma`` (with coefficient of variation ``cv``).
-    ``max_requests_per_llm`` caps each LLM's request count. ``drain_limit_s`` bounds simulated
+    ``max_requests_per_llm`` caps each LLM's request count; ``requests`` sets each LLM's count
+    (:class:`RequestCountConfig`: the reference benchmark's rule, or fixed counts) -- one
+    workload per cell, drawn once and served to every strategy. ``drain_limit_s`` bounds simulated
     time after the last arrival; requests unfinished then are reported with that reason.
     ``file``: replay a saved workload (Parquet, :func:`muxsim.workload.save_workload` schema)
     instead of drawing one; per-LLM rates for placement and quotas are then its request counts
@@ -273,6 +327,7 @@ class WorkloadConfig(_Strict):
     popularity: PopularityConfig | None = None
     rate_sets: list[RateSet] | None = Field(default=None, min_length=1)
     max_requests_per_llm: int | None = Field(default=None, ge=1)
+    requests: RequestCountConfig | None = None
     drain_limit_s: float | None = Field(default=None, gt=0)
     trace: TraceConfig | None = None
 
@@ -291,6 +346,9 @@ class WorkloadConfig(_Strict):
                                  "(a length-only trace takes trace.source.rate/arrival/cv); drop them")
             if self.max_requests_per_llm is not None:
                 raise ValueError("'max_requests_per_llm' does not apply to a trace; use trace.max_requests")
+            if self.requests is not None:
+                raise ValueError("'requests' does not apply to a trace, whose requests are its own; "
+                                 "use trace.max_requests")
         elif self.duration_s is None and self.file is None:
             raise ValueError("duration_s is required (seconds > 0) unless a workload 'file' or 'trace' is replayed")
         if self.rate_sets is not None:
@@ -302,14 +360,25 @@ class WorkloadConfig(_Strict):
             dup = sorted({x for x in labels if labels.count(x) > 1})
             if dup:
                 raise ValueError(f"rate_sets labels must be unique; repeated: {dup}")
+        if self.file is not None and self.requests is not None:
+            raise ValueError("'requests' does not apply to a replayed 'file', whose requests are its own")
         return self
 
 
 class SLOConfig(_Strict):
-    """SLO scales (SLO = scale x the request's latency served alone) and the goodput scale."""
+    """SLO scales (a request meets its SLO at scale s when its latency <= s x its base), the
+    goodput scale, and the base.
+
+    ``base``: ``alone`` -- muxsim's: the request served alone on its model's smallest mesh (one
+    prefill plus output x a batch-1 decode at 100 % SMs); ``reference`` -- the reference
+    analysis': batch-1 latencies at 100 % SMs on 1 / 1 / 4 / 8 GPUs for 7B / 13B / 30B / 65B,
+    decode averaged over context lengths 32..512 (../shared/docs/muxserve.md §9). Both bases are
+    written per request; attainment columns use this one.
+    """
 
     scales: list[float] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 100])
     goodput_scale: float = Field(default=8.0, gt=0)
+    base: Literal[SLO_BASES] = "alone"
 
     @field_validator("scales")
     @classmethod
@@ -325,6 +394,13 @@ class SchedulerConfig(_Strict):
     Memory figures are GiB per GPU. ``sm_units`` units of 100 / sm_units % each, plus
     ``sm_overload_units``, bound the jobs a mesh runs at once. ``overlap_phases``: an LLM's
     prefill and decode jobs may overlap (False where one partition runs both, e.g. CPU).
+
+    Baselines as the reference benchmark configured them (../shared/docs/muxserve.md §6):
+    ``spatial_kv_fraction`` -- each spatial GPU's KV cache is this fraction of its memory
+    (reference 0.5; never more than weights and reserves leave); ``null`` gives every spatial
+    LLM all that is left, the fair comparison. ``temporal_sm_pct`` -- the [prefill %, decode %]
+    whose SM units temporal jobs hold (reference 100 / 90: no MPS, one job at a time, each at
+    the whole GPU's speed).
     """
 
     sm_units: int = Field(default=10, ge=1)
@@ -337,6 +413,15 @@ class SchedulerConfig(_Strict):
     context_reserve_gib: float = Field(default=0.8, ge=0)
     quota_seq_tokens: int | None = Field(default=None, ge=1)
     overlap_phases: bool = True
+    spatial_kv_fraction: float | None = Field(default=0.5, gt=0, le=1)
+    temporal_sm_pct: tuple[float, float] = (100.0, 90.0)
+
+    @field_validator("temporal_sm_pct")
+    @classmethod
+    def _shares(cls, v):
+        if not all(0 < x <= 100 for x in v):
+            raise ValueError(f"SM shares must be in (0, 100] %, got {list(v)}")
+        return v
 
 
 class CalibrationGridConfig(_Strict):
@@ -395,6 +480,50 @@ class LiveConfig(_Strict):
         return v
 
 
+class OverheadConfig(_Strict):
+    """The job-overhead model (:mod:`muxsim.perf.overhead`), added to every simulated job and to
+    the placement estimator: ``dispatch_ms`` per job (default 0.55 ms, the dispatch gap
+    muxsim's CPU live runs measured) and ``decode_per_seq_ms`` per sequence per decode iteration
+    (null: the reference's 0.1 / 0.08 / 0.07 ms for 7B / 13B / larger; a number for every
+    model; or {model: ms}). ``file``: a ``muxsim calibrate overhead`` JSON whose figures replace
+    both. Set both to 0 to simulate the profiled kernel time alone.
+    """
+
+    dispatch_ms: float = Field(default=0.55, ge=0, allow_inf_nan=False)
+    decode_per_seq_ms: float | dict[str, float] | None = None
+    file: str | None = None
+
+    @field_validator("decode_per_seq_ms")
+    @classmethod
+    def _per_seq(cls, v):
+        vals = list(v.values()) if isinstance(v, dict) else [] if v is None else [v]
+        if any(not (math.isfinite(x) and x >= 0) for x in vals):
+            raise ValueError(f"must be finite and >= 0 ms, got {v}")
+        if isinstance(v, dict):
+            for k in v:
+                get_model(k)
+        return v
+
+    def model(self):
+        """The :class:`muxsim.perf.overhead.JobOverhead` this section describes.
+
+        Raises:
+            ConfigError: an unreadable or malformed ``file``.
+        """
+        from muxsim.perf.overhead import JobOverhead, load_overhead
+
+        if self.file is not None:
+            try:
+                return load_overhead(self.file)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"overhead.file: {e}") from None
+        v = self.decode_per_seq_ms
+        per_seq = None if v is None else ({k: x / 1e3 for k, x in v.items()} if isinstance(v, dict) else v / 1e3)
+        given = self != OverheadConfig()
+        return JobOverhead(self.dispatch_ms / 1e3, per_seq,
+                           source="config" if given else JobOverhead().source)
+
+
 class MeshConfig(_Strict):
     """An explicit mesh: its node, GPU count, LLM names and their [prefill %, decode %] shares."""
 
@@ -412,13 +541,22 @@ class ExperimentConfig(_Strict):
     cluster: ClusterConfig
     llms: list[LLMGroup] = Field(min_length=1)
     workload: WorkloadConfig
-    strategies: list[Literal["muxserve", "spatial", "temporal"]] = Field(
-        default_factory=lambda: list(STRATEGIES), min_length=1
-    )
+    strategies: list[str] = Field(default_factory=lambda: list(DEFAULT_STRATEGIES), min_length=1)
     slo: SLOConfig = SLOConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    overhead: OverheadConfig = OverheadConfig()
     placement: list[MeshConfig] | None = None
     live: LiveConfig | None = None
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, v):
+        for s in v:
+            if s not in STRATEGIES:
+                raise ValueError(f"unknown strategy {s!r}; allowed: {', '.join(STRATEGIES)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"strategies must be unique, got {v}")
+        return v
 
     @model_validator(mode="after")
     def _rates_defined(self):
@@ -460,6 +598,12 @@ class ExperimentConfig(_Strict):
                 "workload.popularity is missing and some llms have no 'rate': give every LLM "
                 "group a rate (req/s) or set workload.popularity {alpha, max_rate}"
             )
+        req = self.workload.requests
+        if req is not None and isinstance(req.counts, list):
+            n = sum(g.count for g in self.llms)
+            if len(req.counts) != n:
+                raise ValueError(f"workload.requests.counts has {len(req.counts)} entries; the config "
+                                 f"lists {n} LLMs (llm-0..llm-{n - 1}), one count each")
         if self.placement is not None:
             names = set(self.llm_names())
             seen: set[str] = set()
@@ -486,9 +630,12 @@ class ExperimentConfig(_Strict):
         return [g.model for g in self.llms for _ in range(g.count)]
 
     def cells(self) -> list["Cell"]:
-        """The sweep: one cell per (alpha, max_rate) combination, each with per-LLM rates; or
-        one per rate set, labelled with its label, with param ``avg_rate`` (mean of its rates,
-        req/s) for plotting; or one per ``workload.trace`` alpha (:func:`trace_cells`).
+        """The sweep: one cell per (alpha, max_rate, rate_scale) combination, each with per-LLM
+        rates; or one per rate set, labelled with its label, with param ``avg_rate`` (mean of
+        its rates, req/s) for plotting; or one per ``workload.trace`` alpha (:func:`trace_cells`).
+
+        Popularity cells always carry ``alpha`` and ``rate_scale`` as params (``max_rate`` when
+        it is swept); their labels name the swept values only.
 
         Raises:
             ConfigError: a replayed file or trace that cannot be read or synthesized.
@@ -502,36 +649,42 @@ class ExperimentConfig(_Strict):
             return trace_cells(self)
         if self.workload.rate_sets is not None:
             return [Cell(label=rs.label, params={"avg_rate": sum(rs.rates) / len(rs.rates)},
-                         rates=[float(r) for r in rs.rates])
+                         rates=[float(r) for r in rs.rates], key=f"rate_set={rs.label}")
                     for rs in self.workload.rate_sets]
         fixed = [g.rate for g in self.llms for _ in range(g.count)]
         pop = self.workload.popularity
         if pop is None:
-            return [Cell(label="fixed rates", params={}, rates=[float(r) for r in fixed])]
+            return [Cell(label="fixed rates", params={}, rates=[float(r) for r in fixed], key="fixed rates")]
+        alphas, max_rates, scales = pop.alphas(), pop.max_rates(), pop.rate_scales()
         cells = []
-        for alpha, max_rate in itertools.product(pop.alphas(), pop.max_rates()):
-            law = popularity_rates(n, alpha, max_rate)
+        for alpha, max_rate, scale in itertools.product(alphas, max_rates, scales):
+            law = popularity_rates(n, alpha, max_rate * scale)
             rates = [float(r if r is not None else law[i]) for i, r in enumerate(fixed)]
-            params = {}
+            params = {"alpha": float(alpha), "rate_scale": float(scale)}
             label = []
-            if len(pop.alphas()) > 1 or len(pop.max_rates()) == 1:
-                params["alpha"] = float(alpha)
+            if len(alphas) > 1 or (len(max_rates) == 1 and len(scales) == 1):
                 label.append(f"alpha={alpha:g}")
-            if len(pop.max_rates()) > 1:
+            if len(max_rates) > 1:
                 params["max_rate"] = float(max_rate)
                 label.append(f"max_rate={max_rate:g}")
-            cells.append(Cell(label=",".join(label), params=params, rates=rates))
+            if len(scales) > 1:
+                label.append(f"scale={scale:g}")
+            key = f"alpha={float(alpha)!r},max_rate={float(max_rate)!r},rate_scale={float(scale)!r}"
+            cells.append(Cell(label=",".join(label), params=params, rates=rates, key=key))
         return cells
 
 
 class Cell(BaseModel):
-    """One point of the sweep: a label, its sweep parameters and per-LLM rates (req/s)."""
+    """One point of the sweep: a label, its sweep parameters, per-LLM rates (req/s) and its
+    ``key``: the full parameter values it was made from (not its position in the sweep), which
+    seeds its workload, so a cell run alone draws what it draws inside a sweep."""
 
     model_config = ConfigDict(frozen=True)
 
     label: str
     params: dict[str, float]
     rates: list[float]
+    key: str = ""
 
 
 def replay_cell(path: str, names: list[str]) -> Cell:
@@ -549,7 +702,8 @@ def replay_cell(path: str, names: list[str]) -> Cell:
     unknown = sorted(set(wl["llm"]) - set(names))
     if unknown:
         raise ConfigError(f"workload.file names LLMs the config does not list: {unknown[:5]}; listed: llm-0..llm-{len(names) - 1}")
-    return Cell(label=f"replay={Path(path).stem}", params={}, rates=_rates_over_span(wl, names, None))
+    return Cell(label=f"replay={Path(path).stem}", params={}, rates=_rates_over_span(wl, names, None),
+                key=f"replay={Path(path).stem}")
 
 
 def _rates_over_span(wl, names: list[str], span: float | None) -> list[float]:
@@ -603,9 +757,11 @@ def trace_cells(cfg: "ExperimentConfig") -> list[Cell]:
         wl = trace_workload(cfg, k)
         rates = _rates_over_span(wl, names, cfg.workload.duration_s)
         if alpha is None:
-            cells.append(Cell(label=f"trace={Path(tr.source.path).stem}", params={}, rates=rates))
+            label = f"trace={Path(tr.source.path).stem}"
+            cells.append(Cell(label=label, params={}, rates=rates, key=label))
         else:
-            cells.append(Cell(label=f"alpha={alpha:g}", params={"alpha": float(alpha)}, rates=rates))
+            cells.append(Cell(label=f"alpha={alpha:g}", params={"alpha": float(alpha)}, rates=rates,
+                              key=f"trace alpha={float(alpha)!r}"))
     return cells
 
 
@@ -662,6 +818,11 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
         f = Path(wl["file"])
         if not f.is_absolute() and not f.exists() and (p.parent / f).exists():
             raw = {**raw, "workload": {**wl, "file": str(p.parent / f)}}
+    oh = raw.get("overhead")
+    if isinstance(oh, dict) and isinstance(oh.get("file"), str):
+        f = Path(oh["file"])
+        if not f.is_absolute() and not f.exists() and (p.parent / f).exists():
+            raw = {**raw, "overhead": {**oh, "file": str(p.parent / f)}}
     if isinstance(wl, dict) and isinstance(wl.get("trace"), dict):
         raw = {**raw, "workload": {**wl, "trace": _resolve_trace_paths(wl["trace"], p)}}
     try:

@@ -1,18 +1,23 @@
 """Run an experiment: every sweep cell under every strategy, in parallel processes.
 
-A cell's workload is drawn once from the experiment seed and the cell's index, so every strategy
-of a cell sees the same requests. MuxServe and temporal multiplexing share the cell's placement
-(searched once); spatial partitioning gets its own. Results are gathered in cell and strategy
+The experiment plan is built once, in the calling process: the cells, each cell's placements
+(searched in worker processes, one per placement kind a strategy needs) and each cell's workload,
+drawn once from a seed keyed by the cell's parameters and served to every strategy of the cell
+(as the paper served one workload file to all three systems). With the reference benchmark's
+request counts (``workload.requests.rule: estimate``) a cell's workload depends on its MuxServe
+placement's estimate, so placements come first. Results are gathered in cell and strategy
 order, so the output does not depend on ``jobs``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from functools import lru_cache
+import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -28,12 +33,15 @@ from muxsim.core.placement import (
     muxserve_placement,
     spatial_placement,
 )
+from muxsim.core.strategies import get_strategy
 from muxsim.perf import get_latency_model
+from muxsim.perf.overhead import OverheadLatency
 from muxsim.sim.driver import simulate
 from muxsim.workload import EmpiricalLengths, FixedLengths, ScaledLengths, generate_workload, load_workload
 
-__all__ = ["CellRun", "lengths_sampler", "cell_seed", "cell_workload", "cell_placement",
-           "run_experiment", "placement_for", "preflight", "workload_means"]
+__all__ = ["CellRun", "CellPlan", "lengths_sampler", "cell_seed", "request_counts", "cell_workload",
+           "plan_experiment", "run_experiment", "placement_for", "placement_kinds", "preflight",
+           "workload_means", "seq_tokens", "simulate_cell", "latency_models"]
 
 
 @dataclass
@@ -50,41 +58,91 @@ class CellRun:
     wall_s: float
 
 
+@dataclass
+class CellPlan:
+    """One cell of the experiment plan: the cell, its index, its placements by placement kind
+    (``"muxserve"``, ``"spatial"``), its workload (drawn once, served to every strategy) and the
+    per-LLM request counts it was drawn with (None: every arrival within ``duration_s``)."""
+
+    index: int
+    cell: Cell
+    placements: dict[str, Placement] = field(default_factory=dict)
+    workload: pd.DataFrame | None = None
+    counts: list[int] | None = None
+
+
+def _empirical(kind: str) -> EmpiricalLengths:
+    return EmpiricalLengths.sharegpt_v3() if kind == "sharegpt_v3" else EmpiricalLengths.sharegpt()
+
+
 @lru_cache(maxsize=8)
-def _sharegpt_matching(mean_prompt: float, mean_output: float) -> ScaledLengths:
+def _matching(kind: str, mean_prompt: float, mean_output: float) -> ScaledLengths:
     # the factor search samples the base distribution; cells and strategies share its result
-    return ScaledLengths.matching_means(EmpiricalLengths.sharegpt(), mean_prompt, mean_output)
+    return ScaledLengths.matching_means(_empirical(kind), mean_prompt, mean_output)
 
 
 def lengths_sampler(cfg: ExperimentConfig):
-    """The config's length sampler (ShareGPT-derived empirical, scaled by one factor or to
-    given mean prompt/output lengths, or fixed)."""
+    """The config's length sampler (an empirical ShareGPT distribution, scaled by one factor or
+    to given mean prompt/output lengths, or fixed)."""
     lc = cfg.workload.lengths
     if lc.kind == "fixed":
         return FixedLengths(lc.prompt, lc.output)
     if lc.mean_prompt is not None:
-        return _sharegpt_matching(float(lc.mean_prompt), float(lc.mean_output))
+        return _matching(lc.kind, float(lc.mean_prompt), float(lc.mean_output))
     if lc.scale != 1.0:
-        return ScaledLengths(EmpiricalLengths.sharegpt(), lc.scale)
-    return EmpiricalLengths.sharegpt()
+        return ScaledLengths(_empirical(lc.kind), lc.scale)
+    return _empirical(lc.kind)
 
 
-def cell_seed(cfg: ExperimentConfig, cell_index: int) -> int:
-    """Seed of a cell's workload, derived from the experiment seed and the cell's index."""
-    return int(np.random.SeedSequence([cfg.seed, cell_index]).generate_state(1)[0])
+def cell_seed(cfg: ExperimentConfig, cell: Cell) -> int:
+    """Seed of a cell's workload: the experiment seed and a hash of the cell's ``key`` (its full
+    parameter values), so the same cell draws the same workload wherever it sits in a sweep."""
+    digest = hashlib.sha256(cell.key.encode()).digest()
+    words = np.frombuffer(digest[:16], dtype="<u4").tolist()
+    return int(np.random.SeedSequence([cfg.seed, *words]).generate_state(1)[0])
 
 
-def cell_workload(cfg: ExperimentConfig, cell: Cell, cell_index: int) -> pd.DataFrame:
-    """Draw the cell's workload (see :func:`muxsim.workload.generate_workload`), read the
-    replayed file, or synthesize it from the trace (:func:`muxsim.config.trace_workload`)."""
+def request_counts(cfg: ExperimentConfig, estimate: Placement | None) -> list[int] | None:
+    """Per-LLM request counts of a drawn workload (``workload.requests``), or None for every
+    arrival within ``duration_s``.
+
+    Rule ``estimate``: int(factor x seconds x T_i), T_i the estimated throughput (req/s) of LLM
+    i in ``estimate`` (the cell's MuxServe placement); an LLM it lacks gets 0.
+
+    Raises:
+        ValueError: rule ``estimate`` without a placement.
+    """
+    req = cfg.workload.requests
+    if req is None:
+        return None
+    names = cfg.llm_names()
+    if req.rule == "fixed":
+        c = req.counts
+        return [int(x) for x in c] if isinstance(c, list) else [int(c)] * len(names)
+    if estimate is None:
+        raise ValueError("workload.requests.rule 'estimate' needs the cell's MuxServe placement")
+    est = estimate.est_throughput
+    return [int(req.factor * req.seconds * est.get(n, 0.0)) if np.isfinite(est.get(n, 0.0)) else 0
+            for n in names]
+
+
+def cell_workload(cfg: ExperimentConfig, cell: Cell, cell_index: int,
+                  counts: list[int] | None = None) -> pd.DataFrame:
+    """Draw the cell's workload (see :func:`muxsim.workload.generate_workload`) with the given
+    per-LLM ``counts`` (each LLM's first ``counts[i]`` arrivals), read the replayed file, or
+    synthesize it from the trace (:func:`muxsim.config.trace_workload`, by ``cell_index``)."""
     w = cfg.workload
     if w.file is not None:
         return load_workload(w.file)
     if w.trace is not None:
         return trace_workload(cfg, cell_index)
+    caps = counts
+    if w.max_requests_per_llm is not None:
+        caps = [min(c, w.max_requests_per_llm) for c in caps] if caps is not None else \
+            [w.max_requests_per_llm] * len(cell.rates)
     return generate_workload(cfg.llm_names(), cell.rates, w.duration_s, lengths_sampler(cfg),
-                             seed=cell_seed(cfg, cell_index), process=w.arrival, cv=w.cv,
-                             max_requests_per_llm=w.max_requests_per_llm)
+                             seed=cell_seed(cfg, cell), process=w.arrival, cv=w.cv,
+                             max_requests_per_llm=caps)
 
 
 @lru_cache(maxsize=8)
@@ -105,32 +163,51 @@ def workload_means(cfg: ExperimentConfig) -> tuple[float, float]:
     return lengths.mean_prompt, lengths.mean_output
 
 
-def _context(cfg: ExperimentConfig, cell: Cell, latency=None) -> PlacementContext:
+def latency_models(cfg: ExperimentConfig, latency=None):
+    """(the latency model jobs run on -- the GPU's, or ``latency``, plus the job-overhead model
+    of ``cfg.overhead`` --, the model without overheads, which SLO bases use)."""
+    base = latency if latency is not None else get_latency_model(cfg.cluster.gpu)
+    return OverheadLatency(base, cfg.overhead.model()), base
+
+
+def _context(cfg: ExperimentConfig, cell: Cell, latency=None, kv_fraction: float | None = None) -> PlacementContext:
     mean_prompt, mean_output = workload_means(cfg)
     demands = [LLMDemand(n, get_model(m), r)
                for n, m, r in zip(cfg.llm_names(), cfg.llm_models(), cell.rates)]
     s = cfg.scheduler
-    latency = latency if latency is not None else get_latency_model(cfg.cluster.gpu)
-    return PlacementContext(demands, get_gpu(cfg.cluster.gpu), latency,
+    return PlacementContext(demands, get_gpu(cfg.cluster.gpu), latency_models(cfg, latency)[0],
                             mean_prompt, mean_output, s.activation_reserve_gib,
                             s.context_reserve_gib, s.max_num_seqs,
-                            100.0 * (s.sm_units + s.sm_overload_units) / s.sm_units)
+                            100.0 * (s.sm_units + s.sm_overload_units) / s.sm_units,
+                            kv_fraction=kv_fraction)
 
 
 def placement_for(cfg: ExperimentConfig, cell: Cell, kind: str, latency=None) -> Placement:
     """Placement of a cell: ``kind`` ``"spatial"`` or ``"muxserve"`` (searched, or the config's
-    explicit placement when given). ``latency`` replaces the GPU's default latency model.
+    explicit placement when given). ``latency`` replaces the GPU's default latency model (the
+    job-overhead model is added to it either way).
 
     Raises:
         muxsim.core.placement.PlacementError: nothing feasible.
     """
-    ctx = _context(cfg, cell, latency)
     c = cfg.cluster
     if kind == "spatial":
+        ctx = _context(cfg, cell, latency, kv_fraction=cfg.scheduler.spatial_kv_fraction)
         return spatial_placement(ctx, c.nodes, c.gpus_per_node)
+    ctx = _context(cfg, cell, latency)
     if cfg.placement is not None:
         return explicit_placement(ctx, cfg.placement, c.nodes, c.gpus_per_node)
     return muxserve_placement(ctx, c.nodes, c.gpus_per_node)
+
+
+def placement_kinds(cfg: ExperimentConfig) -> list[str]:
+    """Placement kinds an experiment needs per cell, sorted: those of its strategies, plus
+    ``muxserve`` when the request counts follow its estimate."""
+    kinds = {get_strategy(s).placement for s in cfg.strategies}
+    req = cfg.workload.requests
+    if req is not None and req.rule == "estimate":
+        kinds.add("muxserve")
+    return sorted(kinds)
 
 
 def preflight(cfg: ExperimentConfig) -> None:
@@ -141,20 +218,20 @@ def preflight(cfg: ExperimentConfig) -> None:
             needs more GPUs than the cluster has, or the explicit placement is infeasible.
     """
     c = cfg.cluster
+    kinds = placement_kinds(cfg)
     for cell in cfg.cells():
         ctx = _context(cfg, cell)
         check_fits_somewhere(ctx, c.gpus_per_node)
-        if "spatial" in cfg.strategies:
-            spatial_placement(ctx, c.nodes, c.gpus_per_node)
+        if "spatial" in kinds:
+            placement_for(cfg, cell, "spatial")
         if cfg.placement is not None:
             explicit_placement(ctx, cfg.placement, c.nodes, c.gpus_per_node)
 
 
-def cell_placement(args) -> Placement:
-    """Process-pool entry: ``args = (config dict, cell index, kind)``."""
-    cfg_dict, ci, kind = args
-    cfg = ExperimentConfig.model_validate(cfg_dict)
-    return placement_for(cfg, cfg.cells()[ci], kind)
+def _place(args) -> Placement:
+    """Process-pool entry: ``args = (config, cell, kind)``."""
+    cfg, cell, kind = args
+    return placement_for(cfg, cell, kind)
 
 
 def seq_tokens(cfg: ExperimentConfig) -> int:
@@ -164,19 +241,33 @@ def seq_tokens(cfg: ExperimentConfig) -> int:
     return int(round(sum(workload_means(cfg))))
 
 
-def run_cell(args) -> CellRun:
-    """Process-pool entry: simulate ``args = (config dict, cell index, strategy, placement)``."""
-    import time
+def simulate_cell(cfg: ExperimentConfig, cell: Cell, strategy: str, placement: Placement,
+                  workload: pd.DataFrame, latency=None, slo_latency=None, overheads: bool = True,
+                  speed=None):
+    """Simulate one strategy of one cell on its workload, with the config's scheduler knobs,
+    job overheads and SLO base (:func:`muxsim.sim.driver.simulate`).
 
-    t0 = time.perf_counter()
-    cfg_dict, ci, strategy, placement = args
-    cfg = ExperimentConfig.model_validate(cfg_dict)
-    cell = cfg.cells()[ci]
-    wl = cell_workload(cfg, cell, ci)
+    Args:
+        latency: replaces the GPU's latency model.
+        slo_latency: the latency model of the SLO bases (default: ``latency`` without
+            overheads).
+        overheads: add the config's job-overhead model to every job.
+        speed: as :func:`muxsim.sim.driver.simulate`'s.
+    """
+    run_latency, base = latency_models(cfg, latency)
     models = [get_model(m) for m in cfg.llm_models()]
-    res = simulate(placement, strategy, wl, cfg.llm_names(), models, cell.rates,
-                   get_gpu(cfg.cluster.gpu), get_latency_model(cfg.cluster.gpu), cfg.scheduler,
-                   seq_tokens(cfg), cfg.workload.drain_limit_s)
+    return simulate(placement, strategy, workload, cfg.llm_names(), models, cell.rates,
+                    get_gpu(cfg.cluster.gpu), run_latency if overheads else base, cfg.scheduler,
+                    seq_tokens(cfg), cfg.workload.drain_limit_s,
+                    slo_latency=slo_latency if slo_latency is not None else base, speed=speed,
+                    slo_base=cfg.slo.base)
+
+
+def _run_cell(args) -> CellRun:
+    """Process-pool entry: simulate ``args = (config, cell, strategy, placement, workload)``."""
+    t0 = time.perf_counter()
+    cfg, cell, strategy, placement, wl = args
+    res = simulate_cell(cfg, cell, strategy, placement, wl)
     df = res.requests
     df.insert(0, "strategy", strategy)
     df.insert(0, "cell", cell.label)
@@ -187,9 +278,48 @@ def run_cell(args) -> CellRun:
                    res.latency_sources, time.perf_counter() - t0)
 
 
+def _map(ex, fn, tasks, tick, label):
+    """``fn`` over ``tasks`` in ``ex`` (or here when None), results in task order."""
+    if ex is None:
+        out = []
+        for t in tasks:
+            out.append(fn(t))
+            tick(label(t))
+        return out
+    futs = {ex.submit(fn, t): k for k, t in enumerate(tasks)}
+    out = [None] * len(tasks)
+    for f in as_completed(futs):
+        k = futs[f]
+        out[k] = f.result()
+        tick(label(tasks[k]))
+    return out
+
+
+def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] = lambda s: None,
+                    cells: list[Cell] | None = None) -> list[CellPlan]:
+    """The experiment plan: every cell with its placements and its workload (see the module
+    docstring). ``ex``: a process pool for the placement searches (None: in this process);
+    ``cells``: plan only these cells of ``cfg.cells()`` (each keeps its index).
+
+    Raises:
+        muxsim.core.placement.PlacementError, ValueError: infeasible placement or bad input.
+    """
+    plans = [CellPlan(k, c) for k, c in enumerate(cfg.cells()) if cells is None or c in cells]
+    kinds = placement_kinds(cfg)
+    where = [(p, kind) for p in plans for kind in kinds]
+    tasks = [(cfg, p.cell, kind) for p, kind in where]
+    placed = _map(ex, _place, tasks, tick, lambda t: f"placement {t[1].label} {t[2]}")
+    for (p, kind), pl in zip(where, placed):
+        p.placements[kind] = pl
+    for p in plans:
+        p.counts = request_counts(cfg, p.placements.get("muxserve"))
+        p.workload = cell_workload(cfg, p.cell, p.index, p.counts)
+    return plans
+
+
 def run_experiment(cfg: ExperimentConfig, jobs: int = 1,
-                   progress: Callable[[str], None] | None = None) -> list[CellRun]:
-    """Run every cell under every strategy.
+                   progress: Callable[[str], None] | None = None) -> tuple[list[CellPlan], list[CellRun]]:
+    """Plan the experiment and simulate every cell under every strategy.
 
     Args:
         cfg: the experiment.
@@ -197,54 +327,25 @@ def run_experiment(cfg: ExperimentConfig, jobs: int = 1,
         progress: called with a short label after each placement search and each simulation.
 
     Returns:
-        One :class:`CellRun` per (cell, strategy), in cell then config strategy order.
+        (the plan, one :class:`CellRun` per (cell, strategy) in cell then config strategy order).
 
     Raises:
         muxsim.core.placement.PlacementError, ValueError: infeasible placement or bad input.
     """
-    cells = cfg.cells()
-    cfg_dict = cfg.model_dump(mode="json")
-    place_tasks = []
-    for ci in range(len(cells)):
-        kinds = {"spatial" if s == "spatial" else "muxserve" for s in cfg.strategies}
-        place_tasks += [(cfg_dict, ci, k) for k in sorted(kinds)]
-    sim_order = [(ci, s) for ci in range(len(cells)) for s in cfg.strategies]
-
-    def tick(label):
-        if progress is not None:
-            progress(label)
-
-    if jobs <= 1:
-        placements = {}
-        for t in place_tasks:
-            placements[(t[1], t[2])] = cell_placement(t)
-            tick(f"placement {cells[t[1]].label} {t[2]}")
-        runs = []
-        for ci, s in sim_order:
-            p = placements[(ci, "spatial" if s == "spatial" else "muxserve")]
-            runs.append(run_cell((cfg_dict, ci, s, p)))
-            tick(f"{cells[ci].label} {s}")
-        return runs
-
-    with ProcessPoolExecutor(max_workers=min(jobs, os.cpu_count() or 1)) as ex:
-        placements = {}
-        futs = {ex.submit(cell_placement, t): t for t in place_tasks}
-        for f, t in futs.items():
-            placements[(t[1], t[2])] = f.result()
-            tick(f"placement {cells[t[1]].label} {t[2]}")
+    tick = progress or (lambda label: None)
+    workers = min(jobs, os.cpu_count() or 1)
+    ex = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        plans = plan_experiment(cfg, ex, tick)
+        tasks = [(cfg, p.cell, s, p.placements[get_strategy(s).placement], p.workload)
+                 for p in plans for s in cfg.strategies]
         # longest cells first keeps the workers busy to the end
-        weight = {ci: sum(c for c in cells[ci].rates) for ci in range(len(cells))}
-        submit_order = sorted(sim_order, key=lambda cs: -weight[cs[0]])
-        futs2 = {}
-        for ci, s in submit_order:
-            p = placements[(ci, "spatial" if s == "spatial" else "muxserve")]
-            futs2[(ci, s)] = ex.submit(run_cell, (cfg_dict, ci, s, p))
-        done = {}
-        from concurrent.futures import as_completed
-
-        back = {f: k for k, f in futs2.items()}
-        for f in as_completed(back):
-            k = back[f]
-            done[k] = f.result()
-            tick(f"{cells[k[0]].label} {k[1]}")
-        return [done[k] for k in sim_order]
+        order = sorted(range(len(tasks)), key=lambda k: -len(tasks[k][4]))
+        done = _map(ex, _run_cell, [tasks[k] for k in order], tick, lambda t: f"{t[1].label} {t[2]}")
+        runs = [None] * len(tasks)
+        for k, r in zip(order, done):
+            runs[k] = r
+        return plans, runs
+    finally:
+        if ex is not None:
+            ex.shutdown()

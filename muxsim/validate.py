@@ -33,7 +33,8 @@ from muxsim import metrics
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import ConfigError, ExperimentConfig
 from muxsim.live.speed import ScaledLatency, SpeedTrace, probe_speed
-from muxsim.runner import seq_tokens
+from muxsim.core.strategies import get_strategy
+from muxsim.runner import placement_kinds, seq_tokens
 
 __all__ = ["ValidationResult", "engine_factory", "pinned_cores", "calibrate_for", "compare", "validate_experiment", "plot_attainment",
            "COMPARED_METRICS"]
@@ -194,8 +195,7 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     """
     from muxsim.live.driver import load_models
     from muxsim.live.engine import Partition
-    from muxsim.runner import cell_workload, placement_for
-    from muxsim.sim.driver import simulate
+    from muxsim.runner import cell_workload, placement_for, request_counts, simulate_cell
 
     say = progress or (lambda label: None)
     latency, fitted, _ = calibrate_for(cfg, out_dir, recalibrate,
@@ -216,9 +216,10 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     with engine_factory(cfg.live.engine)() as engine:
         load_models(engine, names, models, parts, cfg.seed, ckpt)
         for ci, cell in enumerate(cfg.cells()):
-            wl = cell_workload(cfg, cell, ci)
+            placements = {k: placement_for(cfg, cell, k, latency) for k in placement_kinds(cfg)}
+            wl = cell_workload(cfg, cell, ci, request_counts(cfg, placements.get("muxserve")))
             for strategy in cfg.strategies:
-                placement = placement_for(cfg, cell, "spatial" if strategy == "spatial" else "muxserve", latency)
+                placement = placements[get_strategy(strategy).placement]
                 args = (placement, strategy, wl, names, models, cell.rates, gpu)
                 res, speed = _steady_live_run(engine, args, latency, cfg, say, f"{cell.label} {strategy}")
                 speeds[(cell.label, strategy)] = speed
@@ -229,13 +230,13 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
                         else {"simulated": latency, "simulated-corrected": scaled})
                 overheads[(cell.label, strategy)] = res.job_overhead_s
                 jobs.append(res.jobs.assign(cell=cell.label, strategy=strategy))
-                runs = {run: simulate(*args, lat, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s,
-                                      slo_latency=latency).requests for run, lat in sims.items()}
+                runs = {run: simulate_cell(cfg, cell, strategy, placement, wl, lat, slo_latency=latency).requests
+                        for run, lat in sims.items()}
                 trace = SpeedTrace(res.jobs, live.replay_window_s)
                 speed["replay"] = trace.as_dict()
-                runs["simulated-replayed"] = simulate(*args, latency, cfg.scheduler, seq_tokens(cfg),
-                                                      cfg.workload.drain_limit_s, slo_latency=latency,
-                                                      speed=trace).requests
+                # the replayed factors already hold the run's dispatch gap: no overheads on top
+                runs["simulated-replayed"] = simulate_cell(cfg, cell, strategy, placement, wl, latency,
+                                                           overheads=False, speed=trace).requests
                 runs["measured"] = res.requests
                 for run, df in runs.items():
                     df = df.copy()
@@ -278,7 +279,8 @@ def _steady_live_run(engine, args, latency, cfg: ExperimentConfig, say, label: s
     concurrent = strategy != "temporal" or len(placement.meshes) > 1
     for attempt in range(1, live.retries + 2):
         before = probe_speed(engine, curves, repeats=2, concurrent=concurrent)
-        res = run_live(*args, latency, engine, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s)
+        res = run_live(*args, latency, engine, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s,
+                       slo_base=cfg.slo.base)
         after = probe_speed(engine, curves, repeats=2, concurrent=concurrent)
         drift = before.drift(after)
         say(f"{label}: measured ({res.wall_s:.1f} s, speed drift {drift:.0%})")

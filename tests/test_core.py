@@ -160,18 +160,31 @@ def test_adbs_adaptation_moves_quota_to_the_busy_llm():
     assert b.quota_seqs >= 1
 
 
-def test_fcfs_runs_one_job_at_full_sms_oldest_request_first():
+def test_fcfs_runs_one_job_at_full_sms_oldest_waiting_request_first():
+    """The reference's fcfs on a two-LLM mesh: one job at a time (100 % / 90 % shares hold 10 / 9
+    of 12 units), each at the whole GPU's speed; a prefill for the oldest waiting request goes
+    before any decode; decodes go by oldest running request."""
     a = LLMRuntime(0, "a", M7, 1, 80, 30, 1.0)
     b = LLMRuntime(1, "b", M7, 1, 80, 30, 1.0)
     sched = FCFSScheduler([a, b], kv_blocks=200_000)
     sched.add(Request(0, 1, 0.5, 64, 4))
     sched.add(Request(1, 0, 1.0, 64, 4))
     (job,) = sched.schedule(1.0)
-    assert job.llm is b and job.sm_pct == 100.0 and job.units == sched.sm.units
+    assert job.llm is b and job.kind == PREFILL and job.sm_pct == 100.0 and job.units == 10
     assert sched.schedule(1.0) == []  # one job at a time
     sched.complete(job, 1.1)
     (job,) = sched.schedule(1.1)
-    assert job.llm is b and job.kind == DECODE  # b still holds the oldest request
+    assert job.llm is a and job.kind == PREFILL  # a waits; b's request is running, not waiting
+    sched.complete(job, 1.2)
+    (job,) = sched.schedule(1.2)
+    # both decode now; b's running request is the older one; a decode holds 9 units, so a's
+    # decode cannot start beside it
+    assert job.llm is b and job.kind == DECODE and job.sm_pct == 100.0 and job.units == 9
+    assert sched.schedule(1.2) == []
+    sched.add(Request(2, 0, 1.25, 64, 4))
+    sched.complete(job, 1.3)
+    (job,) = sched.schedule(1.3)
+    assert job.llm is a and job.kind == PREFILL  # a waiting request goes before decodes
 
 
 # ---- simulated runs ----------------------------------------------------------------------------

@@ -58,6 +58,22 @@ def test_validate_cpu_writes_table_and_plot(validated):
     assert req.finished.all()
 
 
+def test_overhead_fit_on_the_live_jobs(validated, tmp_path):
+    """`muxsim calibrate overhead` fits the job-overhead model to the run's own jobs."""
+    from muxsim.perf.overhead import load_overhead
+
+    out, _ = validated
+    target = tmp_path / "overhead.json"
+    res = CliRunner().invoke(app, ["calibrate", "overhead", str(out / "jobs.parquet"), "--out", str(target)])
+    assert res.exit_code == 0, res.output
+    fitted = load_overhead(target)
+    # a dispatch gap costs something but far less than a job, as in the replay
+    assert 0 < fitted.dispatch_s < 0.005
+    assert set(fitted.decode_per_seq_s) == {"llama-tiny-m", "llama-tiny-s"}
+    assert all(v >= 0 for v in fitted.decode_per_seq_s.values())
+    assert "per sequence per decode" in res.output
+
+
 def test_simulated_and_measured_throughput_agree(validated):
     """Throughput within 15 %. (SLO attainment is compared in the table and reported in the
     README; on this 2-core VM it does not yet agree within 10 points at every scale.)"""

@@ -18,14 +18,13 @@ import pandas as pd
 import simpy
 
 from muxsim.catalog import GPUSpec, ModelSpec
-from muxsim.config import SchedulerConfig
-from muxsim.core.llm import LLMRuntime, Request
-from muxsim.core.memory import kv_blocks_per_gpu
+from muxsim.core.llm import Request
 from muxsim.core.placement import Placement
-from muxsim.core.schedulers import PREFILL, ADBSScheduler, FCFSScheduler, MeshScheduler
+from muxsim.core.schedulers import PREFILL
+from muxsim.core.strategies import build_schedulers
 from muxsim.records import DRAINED, REJECTED, STALLED, request_table
 
-__all__ = ["SimResult", "build_schedulers", "simulate"]
+__all__ = ["SimResult", "simulate"]
 
 
 @dataclass
@@ -45,72 +44,21 @@ class SimResult:
     latency_sources: dict[str, str]
 
 
-def build_schedulers(placement: Placement, strategy: str, names: Sequence[str],
-                     models: Sequence[ModelSpec], rates: Sequence[float], gpu: GPUSpec,
-                     cfg: SchedulerConfig, seq_tokens: int) -> tuple[list[MeshScheduler], list[LLMRuntime]]:
-    """Create the LLM runtimes and one scheduler per mesh of ``placement``.
-
-    Args:
-        strategy: ``muxserve`` (ADBS), ``roundrobin`` (ADBS without adaptation), ``spatial``
-            or ``temporal`` (FCFS, one job at a time).
-        names, models, rates: per LLM, in the run's order.
-        seq_tokens: tokens a sequence is assumed to hold for ADBS quotas.
-
-    Returns:
-        (schedulers, runtimes) with ``runtimes[i]`` for LLM ``names[i]`` and its ``mesh``
-        attribute set to its scheduler's index.
-
-    Raises:
-        ValueError: unknown strategy, or a mesh whose weights leave no KV memory.
-    """
-    index = {n: i for i, n in enumerate(names)}
-    runtimes: list[LLMRuntime | None] = [None] * len(names)
-    scheds: list[MeshScheduler] = []
-    common = dict(sm_units=cfg.sm_units, sm_overload_units=cfg.sm_overload_units,
-                  max_prefill_tokens=cfg.max_prefill_tokens, max_num_seqs=cfg.max_num_seqs)
-    for mi, mesh in enumerate(placement.meshes):
-        llms = []
-        for name in mesh.llms:
-            i = index[name]
-            pf, dec = mesh.sm[name]
-            rt = LLMRuntime(i, name, models[i], mesh.gpus, pf, dec, rates[i])
-            rt.mesh = mi
-            runtimes[i] = rt
-            llms.append(rt)
-        blocks = kv_blocks_per_gpu([l.model for l in llms], mesh.gpus, gpu,
-                                   cfg.activation_reserve_gib, cfg.context_reserve_gib)
-        if blocks <= 0:
-            raise ValueError(f"mesh {mi} ({list(mesh.llms)}) has no memory left for KV cache")
-        if strategy in ("muxserve", "roundrobin"):
-            s = ADBSScheduler(llms, blocks, seq_tokens=seq_tokens, adaptive=strategy == "muxserve",
-                              adapt_interval_s=cfg.adapt_interval_s,
-                              adapt_window_jobs=cfg.adapt_window_jobs,
-                              overlap_phases=cfg.overlap_phases, **common)
-        elif strategy in ("spatial", "temporal"):
-            s = FCFSScheduler(llms, blocks, **common)
-        else:
-            raise ValueError(f"unknown strategy {strategy!r}; allowed: muxserve, roundrobin, spatial, temporal")
-        scheds.append(s)
-    missing = [names[i] for i, r in enumerate(runtimes) if r is None]
-    if missing:
-        raise ValueError(f"placement leaves LLMs unplaced: {missing}")
-    return scheds, runtimes
-
-
 def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names: Sequence[str],
              models: Sequence[ModelSpec], rates: Sequence[float], gpu: GPUSpec, latency,
-             cfg: SchedulerConfig, seq_tokens: int, drain_limit_s: float | None = None,
-             fast_forward: bool = True, slo_latency=None, speed=None) -> SimResult:
+             cfg, seq_tokens: int, drain_limit_s: float | None = None,
+             fast_forward: bool = True, slo_latency=None, speed=None, slo_base: str = "alone") -> SimResult:
     """Simulate one strategy on one workload.
 
     Args:
         placement: meshes and SM shares.
-        strategy: see :func:`build_schedulers`.
+        strategy: a name of :data:`muxsim.core.strategies.STRATEGIES`.
         workload: table with ``request_id, llm, arrival_s, prompt_tokens, output_tokens``.
         names, models, rates: per LLM (rates in req/s, used for KV quotas).
         gpu: GPU kind.
-        latency: object with ``curve(model, n_gpus, gpu)``.
-        cfg: scheduler knobs.
+        latency: object with ``curve(model, n_gpus, gpu)``; job overheads, when modelled, are
+            part of it (:class:`muxsim.perf.overhead.OverheadLatency`).
+        cfg: scheduler knobs (:class:`muxsim.config.SchedulerConfig`).
         seq_tokens: tokens per sequence assumed by ADBS quotas.
         drain_limit_s: stop this many simulated seconds after the last arrival; None runs until
             every request finished.
@@ -124,12 +72,14 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
             = 20 % slower). None: the latency model as it is. Validation replays a live run's
             measured speed this way (:class:`muxsim.live.speed.SpeedTrace`); it can also model
             a device that throttles for a while.
+        slo_base: which SLO base the ``slo_base_s`` column holds (:data:`muxsim.records.SLO_BASES`).
 
     Returns:
         A :class:`SimResult`; every request either finished or carries a reason.
 
     Raises:
-        ValueError: a workload LLM not in ``names``, or as :func:`build_schedulers`.
+        ValueError: a workload LLM not in ``names``, or as
+            :func:`muxsim.core.strategies.build_schedulers`.
     """
     scheds, runtimes = build_schedulers(placement, strategy, names, models, rates, gpu, cfg, seq_tokens)
     sources = {}
@@ -229,7 +179,7 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
         env.run(until=stop_at)
 
     df = request_table(reqs, reasons, names, models, slo_latency if slo_latency is not None else latency, gpu,
-                       DRAINED if drain_limit_s is not None else STALLED)
+                       DRAINED if drain_limit_s is not None else STALLED, slo_base)
     # a mesh may have run ahead of the SimPy clock with its last jobs (see run_jobs)
     end = max(float(env.now), float(np.nanmax(df["finish_s"])) if df["finished"].any() else 0.0)
     return SimResult(df, end, n_jobs, sources)

@@ -37,7 +37,7 @@ def generate_workload(
     seed: int,
     process: str = "poisson",
     cv: float = 1.0,
-    max_requests_per_llm: int | None = None,
+    max_requests_per_llm: int | Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Draw requests for several LLMs, each with its own arrival process, over one window.
 
@@ -55,7 +55,9 @@ def generate_workload(
         seed: non-negative integer seed.
         process: ``"poisson"`` or ``"gamma"`` (see :func:`muxsim.workload.arrival_times`).
         cv: coefficient of variation of inter-arrival gaps for ``"gamma"``.
-        max_requests_per_llm: if given (>= 1), keep only each LLM's first this many arrivals.
+        max_requests_per_llm: if given, keep only each LLM's first this many arrivals: one
+            number (>= 1) for every LLM, or one count (>= 0) per LLM in ``llms`` order (the
+            reference benchmark's per-LLM request counts; an LLM with 0 gets no request).
 
     Returns:
         DataFrame with one row per request, sorted by ``arrival_s`` (stable: simultaneous
@@ -90,24 +92,17 @@ def generate_workload(
             raise ValueError(f"rate of {m!r} must be a finite rate > 0 req/s, got {r!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    if max_requests_per_llm is not None and (
-        isinstance(max_requests_per_llm, bool)
-        or not isinstance(max_requests_per_llm, (int, np.integer))
-        or max_requests_per_llm < 1
-    ):
-        raise ValueError(
-            f"max_requests_per_llm must be None or an integer >= 1, got {max_requests_per_llm!r}"
-        )
+    caps = _caps(max_requests_per_llm, len(llms))
 
     names: list[np.ndarray] = []
     arrivals: list[np.ndarray] = []
     prompts: list[np.ndarray] = []
     outputs: list[np.ndarray] = []
-    for name, rate, child in zip(llms, rates, np.random.SeedSequence(int(seed)).spawn(len(llms))):
+    for name, rate, cap, child in zip(llms, rates, caps, np.random.SeedSequence(int(seed)).spawn(len(llms))):
         arr_ss, len_ss = child.spawn(2)
         t = arrival_times(np.random.default_rng(arr_ss), rate, duration_s, process, cv)
-        if max_requests_per_llm is not None:
-            t = t[: int(max_requests_per_llm)]
+        if cap is not None:
+            t = t[:cap]
         p, o = lengths.sample(np.random.default_rng(len_ss), len(t))
         if np.shape(p) != t.shape or np.shape(o) != t.shape:
             raise ValueError(f"{lengths!r}.sample returned shapes {np.shape(p)}, {np.shape(o)}; "
@@ -130,6 +125,25 @@ def generate_workload(
         }
     )
     return df
+
+
+def _is_int(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
+def _caps(max_requests, n: int) -> list[int | None]:
+    """Per-LLM caps of :func:`generate_workload`'s ``max_requests_per_llm``."""
+    if max_requests is None:
+        return [None] * n
+    if _is_int(max_requests):
+        if max_requests < 1:
+            raise ValueError(f"max_requests_per_llm must be None or an integer >= 1, got {max_requests!r}")
+        return [int(max_requests)] * n
+    caps = list(max_requests) if isinstance(max_requests, (list, tuple, np.ndarray)) else None
+    if caps is None or len(caps) != n or not all(_is_int(c) and c >= 0 for c in caps):
+        raise ValueError(f"max_requests_per_llm must be None, an integer >= 1 or {n} integers >= 0 "
+                         f"(one per LLM), got {max_requests!r}")
+    return [int(c) for c in caps]
 
 
 def _validated(df: pd.DataFrame, what: str) -> pd.DataFrame:
