@@ -6,16 +6,26 @@
 - :func:`spatial_placement`: every LLM alone on dedicated GPUs.
 - :func:`explicit_placement`: a placement given in the config, checked for feasibility.
 
-Throughput estimates use the latency model with the workload's mean prompt and output
-lengths: an LLM serving batch B completes B requests every
-``T_decode(B) x mean_output + sum of the mesh's T_prefill(B_j)`` seconds.
+Throughput estimates (:class:`PlacementContext`) use the latency model, job overheads included,
+and the workload's lengths: the reference's cycle (an LLM serving batch B completes B requests
+per ``T_decode(B) x mean_output`` plus the mesh's prefill time) with what muxsim's simulation of
+ADBS shows a mesh does (batch-weighted context, prefills in the small batches continuous
+arrivals give, the share of time prefills hold the decodes); ``estimator: reference`` gives the
+reference's own latency choices.
 
-Deviations from the reference implementation, and why:
-- mesh scores are memoised by (mesh size, set of LLMs), which makes the search exact and fast
-  (the reference recomputes them and takes 1-2 minutes);
+Deviations from the reference implementation, and why (measured in the README, "Placement"):
+- the estimator's three corrections above: with the reference's choices the simulation of its
+  own placements serves 0.71-0.87 x the estimate on the paper's 20 cells, with muxsim's
+  0.91-0.97 x;
+- mesh scores are memoised by (mesh size, set of LLMs, shares), which makes the search exact
+  and fast (the reference recomputes them and takes 1-2 minutes); batches grow by a quarter
+  (at least one) per step instead of one, which reaches batch 256 in 20 steps instead of 255;
 - an LLM's throughput counts towards a score only up to its arrival rate, since a mesh cannot
   serve more requests than arrive;
-- a share "covers" a rate when throughput >= max(1.1 x rate, rate + 0.5 req/s).
+- the score is the sum of rate x served throughput, the reference's layout score; the greedy
+  gain is that sum's gain, not the gain of a mesh's rate-weighted mean;
+- a share "covers" a rate when throughput >= max(1.1 x rate, rate + 0.5 req/s), as the
+  reference's slack.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from muxsim.catalog import KV_BLOCK_TOKENS, GPUSpec, ModelSpec
 from muxsim.core.memory import kv_blocks_per_gpu
@@ -32,11 +43,13 @@ __all__ = [
     "PlacementError",
     "LLMDemand",
     "MeshPlan",
+    "MeshEstimate",
     "Placement",
     "PlacementContext",
     "node_splits",
     "default_prefill_pct",
     "muxserve_placement",
+    "muxserve_placements",
     "spatial_placement",
     "explicit_placement",
     "check_fits_somewhere",
@@ -78,14 +91,21 @@ class Placement:
     Attributes:
         meshes: the meshes with at least one LLM.
         est_throughput: per LLM name, the estimate the search used (req/s), capped at its rate.
-        method: ``"search"``, ``"spatial"`` or ``"explicit"``.
-        layouts_searched: layouts evaluated (search only).
+        method: ``"analytic"`` (MuxServe's search), ``"simulated"`` (the simulation-guided
+            search), ``"spatial"`` or ``"explicit"``.
+        layouts_searched: layouts evaluated (analytic search).
+        score: the search's score of it: the estimator's sum of rate x served throughput
+            (analytic), or the simulated objective (simulated).
+        search: what the search did, for the run's records (candidates simulated, moves
+            accepted, the starting point's score, wall time, ...).
     """
 
     meshes: list[MeshPlan]
     est_throughput: dict[str, float] = field(default_factory=dict)
-    method: str = "search"
+    method: str = "analytic"
     layouts_searched: int = 0
+    score: float = float("nan")
+    search: dict = field(default_factory=dict)
 
     @property
     def total_est_throughput(self) -> float:
@@ -126,25 +146,75 @@ def node_splits(gpus_per_node: int) -> list[tuple[int, ...]]:
     return out
 
 
+class MeshEstimate(NamedTuple):
+    """The estimator's view of one mesh: its ``score`` (sum of rate x served), per member (in
+    sorted LLM order) the throughput it ``served`` (req/s, capped at the rate), its uncapped
+    ``capacity`` (req/s) and the decode ``batches`` behind them."""
+
+    score: float
+    served: tuple[float, ...]
+    capacity: tuple[float, ...]
+    batches: tuple[int, ...]
+
+
+#: Context lengths (tokens) of the MuxServe profile (../shared/docs/muxserve.md §7); the
+#: reference estimator averages decode latency over those up to the mean output length and takes
+#: the prefill at the first one above the mean prompt length.
+PROFILE_LENGTHS = (32, 64, 128, 256, 512)
+
+#: Estimators :class:`PlacementContext` offers (see its docstring).
+ESTIMATORS = ("muxsim", "reference")
+
+
 class PlacementContext:
-    """Everything the estimates need: LLMs, GPU kind, latency model and workload means.
+    """Everything the estimates need: LLMs, GPU kind, latency model and workload lengths.
+
+    Two estimators of an LLM's throughput on a mesh (req/s) at decode batch B:
+
+    - ``reference`` -- the reference placement estimator (../shared/docs/muxserve.md §4 items
+      2-3, 7): B / (T_decode(B) x mean_output + sum over the mesh's LLMs j of T_prefill(B_j)),
+      T_decode(B) the mean decode latency over profiled context lengths up to the mean output
+      length, T_prefill(B) the prefill of B prompts at the first profiled length above the mean
+      prompt (the job-overhead model is part of both latencies).
+    - ``muxsim`` (default) -- the same cycle, with what muxsim's own simulation of ADBS shows
+      a mesh does (measured with benchmarks/estimate_vs_sim.py; README "Placement estimator"):
+      (a) a running sequence holds ``ctx_tokens`` KV tokens on average (the batch-weighted
+      context E[o (p + o/2)] / E[o] of the workload's lengths; long requests stay in the batch
+      longer), (b) prefills run in the small batches continuous arrivals give under prefill
+      priority (k = 1 + rate x T_prefill(k) prompts, the arrivals during one prefill), and (c)
+      LLM i decodes a fraction 1 - f_i of the time, f_i = sum_j served_j x p_j over the LLMs j
+      whose prefill cannot run beside every decode of the mesh (SM units), p_j the prefill time
+      per request: throughput_i = (1 - f_i) x B_i / (T_decode,i(B_i) x mean_output).
 
     Args:
         llms: the LLMs in popularity order.
         gpu: GPU kind of the cluster.
-        latency: object with ``curve(model, n_gpus, gpu) -> LatencyCurve``.
+        latency: object with ``curve(model, n_gpus, gpu) -> LatencyCurve`` (job overheads
+            included, :class:`muxsim.perf.overhead.OverheadLatency`).
         mean_prompt, mean_output: workload mean lengths (tokens); reference 161 / 337.
         activation_reserve_gib, context_reserve_gib: memory reserves (see core.memory).
         max_batch: cap on a batch in the estimates (vLLM's max_num_seqs, 256).
         sm_capacity_pct: the decode shares of a mesh may sum to this (reference: 120 %).
         kv_fraction: KV cache per GPU as a fraction of its memory (the spatial baseline's
             setting, :func:`muxsim.core.memory.kv_blocks_per_gpu`); None: what is left.
+        estimator: ``"muxsim"`` or ``"reference"`` (above).
+        ctx_tokens: mean KV tokens of a running sequence (tokens); None: mean_prompt +
+            mean_output / 2.
+        sm_units: SM units of a mesh (reference 10; its capacity is ``sm_capacity_pct`` of them).
+        max_prefill_tokens: prompt tokens of one prefill job at most (reference 2048).
+
+    Raises:
+        ValueError: unknown ``estimator``.
     """
 
     def __init__(self, llms: Sequence[LLMDemand], gpu: GPUSpec, latency, mean_prompt: float,
                  mean_output: float, activation_reserve_gib: float = 6.0,
                  context_reserve_gib: float = 0.8, max_batch: int = 256,
-                 sm_capacity_pct: float = 120.0, kv_fraction: float | None = None):
+                 sm_capacity_pct: float = 120.0, kv_fraction: float | None = None,
+                 estimator: str = "muxsim", ctx_tokens: float | None = None, sm_units: int = 10,
+                 max_prefill_tokens: int = 2048):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"placement estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
         self.llms = list(llms)
         self.gpu = gpu
         self.latency = latency
@@ -154,10 +224,20 @@ class PlacementContext:
         self.max_batch = max_batch
         self.sm_capacity_pct = sm_capacity_pct
         self.kv_fraction = kv_fraction
+        self.estimator = estimator
+        self.ctx_tokens = float(ctx_tokens) if ctx_tokens is not None else self.mean_prompt + self.mean_output / 2
+        self.sm_units = sm_units
+        self._unit_pct = 100.0 / sm_units
+        self._capacity_units = int(round(sm_capacity_pct / self._unit_pct))
+        self.max_prefill_tokens = max_prefill_tokens
         seq_tokens = mean_prompt + mean_output
         self._seq_steps = max(1, -(-int(round(seq_tokens)) // KV_BLOCK_TOKENS))
+        out_lengths = [n for n in PROFILE_LENGTHS if n <= self.mean_output] or [PROFILE_LENGTHS[0]]
+        self._ref_decode_lengths = tuple(out_lengths)
+        self._ref_prefill_length = next((n for n in PROFILE_LENGTHS if n > self.mean_prompt), PROFILE_LENGTHS[-1])
         self._curves: dict = {}
         self._share: dict = {}
+        self._p_req: dict = {}
         self.score = lru_cache(maxsize=None)(self._score)
 
     def curve(self, i: int, m: int):
@@ -178,22 +258,70 @@ class PlacementContext:
         return kv_blocks_per_gpu([self.llms[i].model for i in members], m, self.gpu, *self.reserves,
                                  self.kv_fraction)
 
-    def throughput(self, i: int, m: int, batch: int, decode_pct: float, prefill_time_s: float) -> float:
-        """Estimated req/s of LLM ``i`` at ``batch`` when a cycle also spends ``prefill_time_s``
-        on prefills."""
+    def decode_time(self, i: int, m: int, batch: int, decode_pct: float) -> float:
+        """Seconds of one decode iteration of ``batch`` sequences of LLM ``i`` on an ``m``-GPU
+        mesh at ``decode_pct`` % SMs, as the estimator sees it."""
         c = self.curve(i, m)
-        ctx = batch * (self.mean_prompt + self.mean_output / 2)
-        cycle = c.decode_s(batch, int(ctx), decode_pct) * self.mean_output + prefill_time_s
-        return batch / cycle
+        if self.estimator == "reference":
+            lengths = self._ref_decode_lengths
+            return sum(c.decode_s(batch, batch * n, decode_pct) for n in lengths) / len(lengths)
+        return c.decode_s(batch, int(batch * self.ctx_tokens), decode_pct)
 
     def prefill_time(self, i: int, m: int, batch: int) -> float:
-        """Seconds to prefill ``batch`` mean-length prompts of LLM ``i`` at its prefill share."""
-        tokens = int(batch * self.mean_prompt)
+        """Seconds to prefill ``batch`` prompts of LLM ``i`` in one job at its prefill share
+        (mean-length prompts; the reference: prompts of the first profiled length above it)."""
+        length = self._ref_prefill_length if self.estimator == "reference" else self.mean_prompt
+        tokens = int(batch * length)
         return self.curve(i, m).prefill_s(max(tokens, 1), batch, default_prefill_pct(self.llms[i].model))
+
+    def prefill_per_request(self, i: int, m: int) -> float:
+        """Prefill seconds per request of LLM ``i`` on an ``m``-GPU mesh when prompts arrive at
+        its rate and each prefill job takes what arrived during the previous one (muxsim's
+        estimator, (b) of the class docstring): T_prefill(k) / k, k = 1 + rate x T_prefill(k)
+        (at most ``max_prefill_tokens`` of prompts)."""
+        key = (i, m)
+        p = self._p_req.get(key)
+        if p is None:
+            c = self.curve(i, m)
+            pct = default_prefill_pct(self.llms[i].model)
+            k_max = max(1.0, self.max_prefill_tokens / max(self.mean_prompt, 1.0))
+            rate = self.llms[i].rate
+            k = 1.0
+            for _ in range(20):
+                t = c.prefill_s(max(1, int(k * self.mean_prompt)), max(1, int(round(k))), pct)
+                k_new = min(k_max, 1.0 + rate * t)
+                if abs(k_new - k) < 1e-3:
+                    break
+                k = k_new
+            t = c.prefill_s(max(1, int(k * self.mean_prompt)), max(1, int(round(k))), pct)
+            p = t / k
+            self._p_req[key] = p
+        return p
+
+    def _units(self, pct: float) -> int:
+        return int(-(-pct // self._unit_pct)) if pct > 0 else 0
+
+    def throughputs(self, m: int, members: Sequence[int], batches: Sequence[int],
+                    shares: Sequence[float]) -> list[float]:
+        """Estimated throughput (req/s, uncapped) of each of ``members`` on an ``m``-GPU mesh at
+        decode ``batches`` and decode ``shares`` (%), by the context's estimator."""
+        out = self.mean_output
+        if self.estimator == "reference":
+            pf = sum(self.prefill_time(i, m, b) for i, b in zip(members, batches))
+            return [b / (self.decode_time(i, m, b, s) * out + pf) for i, b, s in zip(members, batches, shares)]
+        raw = [b / (self.decode_time(i, m, b, s) * out) for i, b, s in zip(members, batches, shares)]
+        dec_units = sum(self._units(s) for s in shares)
+        # prefills that cannot run beside every decode of the mesh hold the decodes back
+        blocking = [(self.prefill_per_request(i, m), self.llms[i].rate, a) for i, a in zip(members, raw)
+                    if self._units(default_prefill_pct(self.llms[i].model)) + dec_units > self._capacity_units]
+        if not blocking:
+            return raw
+        return [_decoding_fraction(blocking) * a for a in raw]
 
     def decode_share(self, i: int, m: int) -> float:
         """Decode SM share (%) of LLM ``i`` on an ``m``-GPU mesh: the first of 30..90 % whose
-        estimated throughput covers its rate, else the best."""
+        estimated throughput, alone on the mesh at the batch its KV memory holds, covers its
+        rate with slack (max(1.1 x rate, rate + 0.5 req/s)), else the best (reference §4 item 2)."""
         key = (i, m)
         if key in self._share:
             return self._share[key]
@@ -203,9 +331,8 @@ class PlacementContext:
         need = max(1.1 * llm.rate, llm.rate + 0.5)
         best, best_thr = DECODE_SHARES[-1], -1.0
         if batch >= 1:
-            pf = self.prefill_time(i, m, batch)
             for s in DECODE_SHARES:
-                thr = self.throughput(i, m, batch, s, pf)
+                (thr,) = self.throughputs(m, [i], [batch], [s])
                 if thr >= need:
                     best = s
                     break
@@ -214,19 +341,22 @@ class PlacementContext:
         self._share[key] = float(best)
         return float(best)
 
-    def _score(self, m: int, members: tuple[int, ...]):
-        """Score of an ``m``-GPU mesh holding ``members`` (sorted LLM indices).
+    def _score(self, m: int, members: tuple[int, ...], shares: tuple[float, ...] | None = None):
+        """Score of an ``m``-GPU mesh holding ``members`` (sorted LLM indices) at decode
+        ``shares`` (%, one per member; default: :meth:`decode_share`'s).
 
         Returns:
-            (score, per-member throughput estimates) or None when infeasible (memory, SM
-            shares or minimum mesh size). Score = sum of rate x min(throughput, rate).
+            a :class:`MeshEstimate` (score, per-member throughput estimates capped at their
+            rates, the uncapped ones, the batches) or None when infeasible (memory, SM shares
+            or minimum mesh size). Score = sum of rate x min(throughput, rate).
         """
         if not members:
-            return 0.0, ()
+            return MeshEstimate(0.0, (), (), ())
         llms = self.llms
         if any(llms[i].model.min_gpus > m for i in members):
             return None
-        if sum(self.decode_share(i, m) for i in members) > self.sm_capacity_pct + 1e-9:
+        shares = [self.decode_share(i, m) for i in members] if shares is None else list(shares)
+        if sum(shares) > self.sm_capacity_pct + 1e-9:
             return None
         free = self.kv_blocks(members, m)
         if free <= 0:
@@ -241,16 +371,13 @@ class PlacementContext:
             bmax.append(b)
         k = len(members)
         batch = [1] * k
-        pf = [self.prefill_time(i, m, 1) for i in members]
-        shares = [self.decode_share(i, m) for i in members]
         rates = [llms[i].rate for i in members]
-        best_score, best_thr = -1.0, ()
+        best = None
         while True:
-            pf_sum = sum(pf)
-            thr = [self.throughput(i, m, batch[j], shares[j], pf_sum) for j, i in enumerate(members)]
+            thr = self.throughputs(m, members, batch, shares)
             score = sum(r * min(t, r) for r, t in zip(rates, thr))
-            if score > best_score:
-                best_score, best_thr = score, tuple(min(t, r) for r, t in zip(rates, thr))
+            if best is None or score > best.score:
+                best = MeshEstimate(score, tuple(min(t, r) for r, t in zip(rates, thr)), tuple(thr), tuple(batch))
             # grow the batch of the LLM furthest below its rate
             grow, deficit = -1, 0.0
             for j in range(k):
@@ -261,8 +388,38 @@ class PlacementContext:
                 break
             b = batch[grow]
             batch[grow] = min(bmax[grow], b + max(1, b // 4))
-            pf[grow] = self.prefill_time(members[grow], m, batch[grow])
-        return best_score, best_thr
+        return best
+
+    def mesh_capacity(self, m: int, members: tuple[int, ...]) -> tuple[float, ...]:
+        """Estimated throughput (req/s) of each of ``members`` (sorted LLM indices) on an
+        ``m``-GPU mesh at the largest batches its KV memory holds (what it can serve when
+        saturated); NaN each when infeasible."""
+        members = tuple(sorted(members))
+        if self.score(m, members) is None:
+            return tuple(float("nan") for _ in members)
+        free = self.kv_blocks(members, m)
+        weights = [max(self.llms[i].rate, 1e-9) * self.llms[i].model.blocks_per_step(m) for i in members]
+        bmax = [min(self.max_batch, int(free * w / sum(weights)) // self.seq_blocks(i, m)) for i, w in zip(members, weights)]
+        return tuple(self.throughputs(m, members, bmax, [self.decode_share(i, m) for i in members]))
+
+
+def _decoding_fraction(blocking) -> float:
+    """The fraction x of time a mesh decodes when prefills of the ``blocking`` LLMs, given as
+    (prefill s per request, rate, decode-only throughput at x = 1), hold its decodes: the root
+    of 1 - x = sum_j p_j min(rate_j, x a_j) (the right side rises in x, concave and piecewise
+    linear, the left falls), solved exactly segment by segment."""
+    pts = sorted((r / a if a > 0 else float("inf"), p, r, a) for p, r, a in blocking)
+    c = 0.0  # sum of p_j r_j over LLMs already capped at their rate
+    d = sum(p * a for _, p, _, a in pts)  # slope of the uncapped ones
+    lo = 0.0
+    for t, p, r, a in pts:
+        x = (1.0 - c) / (1.0 + d)
+        if x <= t:
+            return max(lo, x)
+        lo = t
+        c += p * r
+        d -= p * a
+    return max(lo, (1.0 - c) / (1.0 + d)) if c < 1.0 else lo
 
 
 def _mesh_positions(layout: Sequence[tuple[int, ...]]) -> list[tuple[int, int, int]]:
@@ -303,13 +460,23 @@ def muxserve_placement(ctx: PlacementContext, nodes: int, gpus_per_node: int) ->
     Raises:
         PlacementError: an LLM fits on no mesh, or no layout places every LLM.
     """
+    return muxserve_placements(ctx, nodes, gpus_per_node, top=1)[0]
+
+
+def muxserve_placements(ctx: PlacementContext, nodes: int, gpus_per_node: int, top: int = 1) -> list[Placement]:
+    """The ``top`` best layouts of MuxServe's placement search (best first; see
+    :func:`muxserve_placement`). Layouts that place the LLMs on the same meshes count once.
+
+    Raises:
+        PlacementError: an LLM fits on no mesh, or no layout places every LLM.
+    """
     n = len(ctx.llms)
     if n == 0:
         raise PlacementError("no LLMs to place")
     check_fits_somewhere(ctx, gpus_per_node)
     order = sorted(range(n), key=lambda i: (-ctx.llms[i].rate * ctx.llms[i].model.compute_weight, i))
     biggest_min = max(l.model.min_gpus for l in ctx.llms)
-    best = None
+    found = []  # (-total, order found, positions, members)
     searched = 0
     for layout in itertools.combinations_with_replacement(node_splits(gpus_per_node), nodes):
         positions = _mesh_positions(layout)
@@ -320,14 +487,22 @@ def muxserve_placement(ctx: PlacementContext, nodes: int, gpus_per_node: int) ->
         if result is None:
             continue
         total, members = result
-        if best is None or total > best[0] + 1e-12:
-            best = (total, positions, members)
-    if best is None:
+        found.append((-total, searched, positions, members))
+    if not found:
         raise PlacementError(
             f"no layout of {nodes} x {gpus_per_node} {ctx.gpu.name} GPUs holds all {n} LLMs "
             "within memory and SM shares")
-    _, positions, members = best
-    return _make_placement(ctx, positions, members, "search", searched)
+    found.sort(key=lambda f: (round(f[0], 9), f[1]))
+    out, seen = [], set()
+    for neg, _, positions, members in found:
+        key = frozenset((p[2], m) for p, m in zip(positions, members) if m)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(_make_placement(ctx, positions, members, "analytic", searched, -neg))
+        if len(out) == top:
+            break
+    return out
 
 
 def _greedy(ctx: PlacementContext, order: Sequence[int], sizes: Sequence[int]):
@@ -357,7 +532,8 @@ def _greedy(ctx: PlacementContext, order: Sequence[int], sizes: Sequence[int]):
     return sum(current), members
 
 
-def _make_placement(ctx: PlacementContext, positions, members, method: str, searched: int = 0) -> Placement:
+def _make_placement(ctx: PlacementContext, positions, members, method: str, searched: int = 0,
+                    score: float = float("nan")) -> Placement:
     meshes = []
     est = {}
     for (node, first, size), mem in zip(positions, members):
@@ -371,7 +547,7 @@ def _make_placement(ctx: PlacementContext, positions, members, method: str, sear
             est[llm.name] = res[1][k] if res is not None else float("nan")
         meshes.append(MeshPlan(node, first, size, tuple(ctx.llms[i].name for i in sorted(mem)), sm))
     est = {l.name: est[l.name] for l in ctx.llms if l.name in est}
-    return Placement(meshes, est, method, searched)
+    return Placement(meshes, est, method, searched, score)
 
 
 def _pack(sizes: Sequence[int], nodes: int, gpus_per_node: int):
