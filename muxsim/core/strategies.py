@@ -5,7 +5,8 @@ its jobs). Config validation, the CLI, the runner and validation all read :data:
 adding a strategy means adding one entry here.
 
 Placement kinds: ``muxserve`` (MuxServe's popularity-aware search, or the config's explicit
-placement) and ``spatial`` (every LLM alone on its own GPUs).
+placement), ``spatial`` (every LLM alone on its own GPUs) and ``simulated`` (muxsim's
+simulation-guided search from MuxServe's best layouts, :mod:`muxsim.sim.search`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Strategy:
 
     Attributes:
         name: config name, e.g. ``"muxserve"``.
-        placement: placement kind it runs on (``"muxserve"`` or ``"spatial"``).
+        placement: placement kind it runs on (``"muxserve"``, ``"spatial"`` or ``"simulated"``).
         make: ``make(llms, kv_blocks, cfg, seq_tokens) -> MeshScheduler`` for one mesh; ``cfg``
             holds the scheduler knobs (:class:`muxsim.config.SchedulerConfig`), ``seq_tokens``
             the tokens a sequence is assumed to hold for KV quotas.
@@ -80,6 +81,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
              "at a time at the whole GPU (no MPS)"),
     Strategy("roundrobin", "muxserve", _adbs(False),
              "MuxServe's placement and ADBS without quota adaptation (the reference's roundrobin)"),
+    Strategy("muxserve+sim", "simulated", _adbs(True),
+             "ADBS on muxsim's simulation-guided placement (MuxServe's best layouts improved by "
+             "simulated local moves)"),
 ]}
 
 
