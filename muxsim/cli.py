@@ -176,8 +176,15 @@ def experiment_summary(cfg, plans, runs, requests):
 
 def _placement_facts(p) -> dict:
     """A placement for run.json: its meshes, how it was made and its per-LLM estimate (req/s)."""
-    return {"method": p.method, "meshes": p.to_dict(),
-            "estimated_throughput_rps": {k: round(float(v), 6) for k, v in p.est_throughput.items()}}
+    out = {"method": p.method, "meshes": p.to_dict(),
+           "estimated_throughput_rps": {k: round(float(v), 6) for k, v in p.est_throughput.items()}}
+    if p.method in ("analytic", "simulated"):
+        out.update(score=round(float(p.score), 6), layouts_searched=p.layouts_searched,
+                   candidates_simulated=int(p.search.get("candidates_simulated", 0)))
+    if p.search:
+        # wall time varies between runs; everything else in run.json is deterministic
+        out["search"] = {k: v for k, v in p.search.items() if k != "wall_s"}
+    return out
 
 
 def _latency_source_column(summary, requests):
@@ -212,7 +219,7 @@ def workload(
 
         cfg = _load(config, seed)
         preflight(cfg)
-        plans = plan_experiment(cfg)
+        plans = plan_experiment(cfg, simulated=False)
         out.mkdir(parents=True, exist_ok=True)
         for path, p in zip(_save_workloads(plans, out), plans):
             console.print(f"{p.cell.label}: {path} ({len(p.workload):,} requests)")
@@ -250,15 +257,15 @@ def place(
         from rich.table import Table
 
         from muxsim import metrics
-        from muxsim.core.strategies import STRATEGIES, get_strategy
-        from muxsim.runner import plan_experiment, placement_for, preflight, simulate_cell
+        from muxsim.core.strategies import STRATEGIES
+        from muxsim.runner import plan_experiment, placement_for, preflight, simulate_cell, strategy_placement
 
         if strategy not in STRATEGIES:
             raise _Fail(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
-        kind = get_strategy(strategy).placement
         cfg = _load(config, None)
         if strategy not in cfg.strategies:
             cfg = cfg.model_copy(update={"strategies": [*cfg.strategies, strategy]})
+        kind = strategy_placement(cfg, strategy)
         preflight(cfg)
         cells = cfg.cells()
         if cell is not None:
@@ -269,21 +276,25 @@ def place(
         for c in cells:
             t0 = time.perf_counter()
             served = {}
-            if check:
+            if check or kind == "simulated":
                 (plan,) = plan_experiment(cfg.model_copy(update={"strategies": [strategy]}), cells=[c])
                 p = plan.placements[kind]
+            if check:
                 res = simulate_cell(cfg, c, strategy, p, plan.workload)
                 summ = metrics.summarize(res.requests.assign(cell=c.label, strategy=strategy), cfg.slo.scales,
                                          cfg.slo.goodput_scale)
                 served = summ.set_index("llm").to_dict("index")
-            else:
+            elif kind != "simulated":
                 p = placement_for(cfg, c, kind)
             dt = time.perf_counter() - t0
             rate = dict(zip(cfg.llm_names(), c.rates))
             model = dict(zip(cfg.llm_names(), cfg.llm_models()))
             att = metrics.attainment_column(cfg.slo.goodput_scale)
-            t = Table(title=f"{cfg.name} {c.label}: {strategy} ({p.method} placement, "
-                            f"{p.layouts_searched} layouts{', simulated' if check else ''}, {dt:.2f} s)")
+            how = (f"{p.search.get('candidates_simulated', 0)} candidates simulated, score {p.score:.2f}"
+                   if p.method == "simulated" else f"{p.layouts_searched} layouts, score {p.score:.2f}"
+                   if p.method == "analytic" else "")
+            t = Table(title=f"{cfg.name} {c.label}: {strategy} ({p.method} placement"
+                            + (f", {how}" if how else "") + f"{'; simulated' if check else ''}, {dt:.2f} s)")
             cols = ["node", "GPUs", "LLM", "model", "rate req/s", "SM prefill/decode %", "est. req/s"]
             if check:
                 cols += ["requests", "sim. req/s", "sim./est.", "TTFT p50 (s)", f"SLO @{cfg.slo.goodput_scale:g}"]

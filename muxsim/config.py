@@ -40,6 +40,7 @@ __all__ = [
     "SLOConfig",
     "SchedulerConfig",
     "MeshConfig",
+    "PlacementConfig",
     "CalibrationGridConfig",
     "LiveConfig",
     "ExperimentConfig",
@@ -533,6 +534,43 @@ class MeshConfig(_Strict):
     sm: dict[str, tuple[int, int]] | None = None
 
 
+class PlacementConfig(_Strict):
+    """How the MuxServe placement is made.
+
+    ``search``: ``analytic`` -- MuxServe's enumeration + greedy search scored by the estimator
+    (../shared/docs/muxserve.md §4); ``simulated`` -- muxsim's simulation-guided search: the
+    analytic search's best layouts improved by local moves scored by simulating the cell's own
+    workload (:mod:`muxsim.core.simsearch`); strategy ``muxserve+sim`` always uses it.
+    ``estimator``: ``muxsim`` (default) or ``reference`` (the reference's latency choices and
+    cycle formula; :class:`muxsim.core.placement.PlacementContext`). ``objective`` of the
+    simulated search: ``throughput`` (sum of per-LLM throughputs), ``goodput`` (requests meeting
+    the SLO at ``slo.goodput_scale`` per second) or ``attainment`` (SLO attainment there);
+    ``candidates`` its budget per cell (candidate placements simulated; deterministic),
+    ``budget_s`` a wall-time cap per cell (s; when it stops a search first, the run records it
+    and the result may differ between machines), ``seed`` its random seed, ``starts`` the
+    analytic layouts it starts from, ``prefix_s`` the seconds of the workload's arrivals each
+    candidate is simulated on (null: all of it; with a prefix the result is checked on the
+    whole workload and the start kept when it is not at least as good).
+    ``meshes``: an explicit placement, which replaces the search (a plain list of meshes is
+    read as ``meshes``).
+    """
+
+    search: Literal["analytic", "simulated"] = "analytic"
+    estimator: Literal["muxsim", "reference"] = "muxsim"
+    objective: Literal["throughput", "goodput", "attainment"] = "throughput"
+    candidates: int = Field(default=400, ge=1, le=1_000_000)
+    budget_s: float = Field(default=55.0, gt=0, le=86_400, allow_inf_nan=False)
+    seed: int = Field(default=0, ge=0)
+    starts: int = Field(default=3, ge=1, le=50)
+    prefix_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    meshes: list[MeshConfig] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_meshes(cls, v):
+        return {"meshes": v} if isinstance(v, list) else v
+
+
 class ExperimentConfig(_Strict):
     """A whole experiment (see module docstring)."""
 
@@ -545,7 +583,7 @@ class ExperimentConfig(_Strict):
     slo: SLOConfig = SLOConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     overhead: OverheadConfig = OverheadConfig()
-    placement: list[MeshConfig] | None = None
+    placement: PlacementConfig = PlacementConfig()
     live: LiveConfig | None = None
 
     @field_validator("strategies")
@@ -604,10 +642,10 @@ class ExperimentConfig(_Strict):
             if len(req.counts) != n:
                 raise ValueError(f"workload.requests.counts has {len(req.counts)} entries; the config "
                                  f"lists {n} LLMs (llm-0..llm-{n - 1}), one count each")
-        if self.placement is not None:
+        if self.placement.meshes is not None:
             names = set(self.llm_names())
             seen: set[str] = set()
-            for m in self.placement:
+            for m in self.placement.meshes:
                 for n in m.llms:
                     if n not in names:
                         raise ValueError(f"placement names unknown LLM {n!r}; known: {sorted(names)}")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from muxsim.catalog import get_gpu, get_model
-from muxsim.config import Cell, ExperimentConfig, trace_workload
+from muxsim.config import Cell, ExperimentConfig, LengthsConfig, trace_workload
 from muxsim.core.placement import (
     LLMDemand,
     Placement,
@@ -41,7 +41,8 @@ from muxsim.workload import EmpiricalLengths, FixedLengths, ScaledLengths, gener
 
 __all__ = ["CellRun", "CellPlan", "lengths_sampler", "cell_seed", "request_counts", "cell_workload",
            "plan_experiment", "run_experiment", "placement_for", "placement_kinds", "preflight",
-           "workload_means", "seq_tokens", "simulate_cell", "latency_models"]
+           "workload_means", "seq_tokens", "simulate_cell", "latency_models", "simulated_placement",
+           "strategy_placement", "workload_context"]
 
 
 @dataclass
@@ -84,7 +85,12 @@ def _matching(kind: str, mean_prompt: float, mean_output: float) -> ScaledLength
 def lengths_sampler(cfg: ExperimentConfig):
     """The config's length sampler (an empirical ShareGPT distribution, scaled by one factor or
     to given mean prompt/output lengths, or fixed)."""
-    lc = cfg.workload.lengths
+    return _sampler(cfg.workload.lengths.model_dump_json())
+
+
+@lru_cache(maxsize=8)
+def _sampler(lengths_json: str):
+    lc = LengthsConfig.model_validate_json(lengths_json)
     if lc.kind == "fixed":
         return FixedLengths(lc.prompt, lc.output)
     if lc.mean_prompt is not None:
@@ -163,6 +169,34 @@ def workload_means(cfg: ExperimentConfig) -> tuple[float, float]:
     return lengths.mean_prompt, lengths.mean_output
 
 
+def _batch_context(prompt: np.ndarray, output: np.ndarray) -> float:
+    # a request decodes for `output` iterations holding prompt + output / 2 tokens on average,
+    # so the running batch's mean context weights requests by their output length
+    p = np.asarray(prompt, dtype=float)
+    o = np.asarray(output, dtype=float)
+    return float((o * (p + o / 2)).sum() / o.sum())
+
+
+@lru_cache(maxsize=8)
+def _sampler_context(lengths_json: str) -> float:
+    p, o = _sampler(lengths_json).sample(np.random.default_rng(0), 200_000)
+    return _batch_context(p, o)
+
+
+def workload_context(cfg: ExperimentConfig) -> float:
+    """Mean KV tokens a running sequence holds (tokens): the batch-weighted context
+    sum_r o_r (p_r + o_r / 2) / sum_r o_r of the workload's lengths (200,000 draws of the
+    length sampler, seed 0; the replayed file's or synthesized trace's own requests)."""
+    w = cfg.workload
+    if w.file is not None:
+        wl = load_workload(w.file)
+        return _batch_context(wl["prompt_tokens"], wl["output_tokens"])
+    if w.trace is not None:
+        wl = trace_workload(cfg, 0)
+        return _batch_context(wl["prompt_tokens"], wl["output_tokens"])
+    return _sampler_context(w.lengths.model_dump_json())
+
+
 def latency_models(cfg: ExperimentConfig, latency=None):
     """(the latency model jobs run on -- the GPU's, or ``latency``, plus the job-overhead model
     of ``cfg.overhead`` --, the model without overheads, which SLO bases use)."""
@@ -179,7 +213,9 @@ def _context(cfg: ExperimentConfig, cell: Cell, latency=None, kv_fraction: float
                             mean_prompt, mean_output, s.activation_reserve_gib,
                             s.context_reserve_gib, s.max_num_seqs,
                             100.0 * (s.sm_units + s.sm_overload_units) / s.sm_units,
-                            kv_fraction=kv_fraction)
+                            kv_fraction=kv_fraction, estimator=cfg.placement.estimator,
+                            ctx_tokens=workload_context(cfg), sm_units=s.sm_units,
+                            max_prefill_tokens=s.max_prefill_tokens)
 
 
 def placement_for(cfg: ExperimentConfig, cell: Cell, kind: str, latency=None) -> Placement:
@@ -195,19 +231,69 @@ def placement_for(cfg: ExperimentConfig, cell: Cell, kind: str, latency=None) ->
         ctx = _context(cfg, cell, latency, kv_fraction=cfg.scheduler.spatial_kv_fraction)
         return spatial_placement(ctx, c.nodes, c.gpus_per_node)
     ctx = _context(cfg, cell, latency)
-    if cfg.placement is not None:
-        return explicit_placement(ctx, cfg.placement, c.nodes, c.gpus_per_node)
+    if cfg.placement.meshes is not None:
+        return explicit_placement(ctx, cfg.placement.meshes, c.nodes, c.gpus_per_node)
     return muxserve_placement(ctx, c.nodes, c.gpus_per_node)
+
+
+def strategy_placement(cfg: ExperimentConfig, strategy: str) -> str:
+    """The placement kind ``strategy`` runs on in ``cfg``: its registry entry's, except that
+    ``placement.search: simulated`` makes MuxServe's own placement the simulated one."""
+    kind = get_strategy(strategy).placement
+    return "simulated" if kind == "muxserve" and cfg.placement.search == "simulated" else kind
 
 
 def placement_kinds(cfg: ExperimentConfig) -> list[str]:
     """Placement kinds an experiment needs per cell, sorted: those of its strategies, plus
-    ``muxserve`` when the request counts follow its estimate."""
-    kinds = {get_strategy(s).placement for s in cfg.strategies}
+    ``muxserve`` when the request counts follow its estimate or a simulated search starts
+    from it."""
+    kinds = {strategy_placement(cfg, s) for s in cfg.strategies}
     req = cfg.workload.requests
-    if req is not None and req.rule == "estimate":
+    if (req is not None and req.rule == "estimate") or "simulated" in kinds:
         kinds.add("muxserve")
     return sorted(kinds)
+
+
+def simulated_placement(cfg: ExperimentConfig, cell: Cell, workload: pd.DataFrame, latency=None) -> Placement:
+    """muxsim's simulation-guided placement of a cell (:func:`muxsim.sim.search.simulated_search`):
+    MuxServe's ``placement.starts`` best layouts (or the explicit placement), improved by
+    local moves scored by simulating ``workload`` (its first ``placement.prefix_s`` seconds of
+    arrivals when set; the result is then checked on all of it and the start kept unless the
+    result is at least as good in throughput and attainment).
+
+    Raises:
+        muxsim.core.placement.PlacementError: no feasible start.
+    """
+    from muxsim.core.placement import muxserve_placements
+    from muxsim.sim.search import MeshEvaluator, SearchSettings, simulated_search
+
+    pc, c = cfg.placement, cfg.cluster
+    ctx = _context(cfg, cell, latency)
+    if pc.meshes is not None:
+        starts = [explicit_placement(ctx, pc.meshes, c.nodes, c.gpus_per_node)]
+    else:
+        starts = muxserve_placements(ctx, c.nodes, c.gpus_per_node, top=pc.starts)
+    models = [get_model(m) for m in cfg.llm_models()]
+    _, base = latency_models(cfg, latency)
+
+    def evaluator(wl):
+        return MeshEvaluator(ctx, wl, models, cfg.scheduler, seq_tokens(cfg), base, cfg.slo.base,
+                             cfg.slo.goodput_scale, cfg.workload.drain_limit_s)
+
+    wl = workload if pc.prefix_s is None else workload[workload["arrival_s"] < pc.prefix_s]
+    settings = SearchSettings(pc.objective, pc.candidates, pc.budget_s, pc.seed, pc.starts, cfg.slo.goodput_scale)
+    found = simulated_search(ctx, starts, evaluator(wl), c.nodes, c.gpus_per_node, settings)
+    if pc.prefix_s is None:
+        return found
+    full = evaluator(workload)
+    start_m, got_m = full.evaluate(starts[0]), full.evaluate(found)
+    keep = got_m[0] >= start_m[0] - 1e-9 and got_m[2] >= start_m[2] - 1e-9
+    out = found if keep else starts[0]
+    out.search = {**found.search, "prefix_s": pc.prefix_s, "whole_workload": {
+        "start_throughput_rps": start_m[0], "start_attainment": start_m[2],
+        "throughput_rps": got_m[0], "attainment": got_m[2],
+        "kept": "search result" if keep else "start (the result was not at least as good on the whole workload)"}}
+    return out
 
 
 def preflight(cfg: ExperimentConfig) -> None:
@@ -224,14 +310,20 @@ def preflight(cfg: ExperimentConfig) -> None:
         check_fits_somewhere(ctx, c.gpus_per_node)
         if "spatial" in kinds:
             placement_for(cfg, cell, "spatial")
-        if cfg.placement is not None:
-            explicit_placement(ctx, cfg.placement, c.nodes, c.gpus_per_node)
+        if cfg.placement.meshes is not None:
+            explicit_placement(ctx, cfg.placement.meshes, c.nodes, c.gpus_per_node)
 
 
 def _place(args) -> Placement:
     """Process-pool entry: ``args = (config, cell, kind)``."""
     cfg, cell, kind = args
     return placement_for(cfg, cell, kind)
+
+
+def _search(args) -> Placement:
+    """Process-pool entry: ``args = (config, cell, workload)``."""
+    cfg, cell, wl = args
+    return simulated_placement(cfg, cell, wl)
 
 
 def seq_tokens(cfg: ExperimentConfig) -> int:
@@ -296,16 +388,17 @@ def _map(ex, fn, tasks, tick, label):
 
 
 def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] = lambda s: None,
-                    cells: list[Cell] | None = None) -> list[CellPlan]:
+                    cells: list[Cell] | None = None, simulated: bool = True) -> list[CellPlan]:
     """The experiment plan: every cell with its placements and its workload (see the module
     docstring). ``ex``: a process pool for the placement searches (None: in this process);
-    ``cells``: plan only these cells of ``cfg.cells()`` (each keeps its index).
+    ``cells``: plan only these cells of ``cfg.cells()`` (each keeps its index); ``simulated``:
+    also run the simulation-guided searches the strategies need (False: workloads only).
 
     Raises:
         muxsim.core.placement.PlacementError, ValueError: infeasible placement or bad input.
     """
     plans = [CellPlan(k, c) for k, c in enumerate(cfg.cells()) if cells is None or c in cells]
-    kinds = placement_kinds(cfg)
+    kinds = [k for k in placement_kinds(cfg) if k != "simulated"]
     where = [(p, kind) for p in plans for kind in kinds]
     tasks = [(cfg, p.cell, kind) for p, kind in where]
     placed = _map(ex, _place, tasks, tick, lambda t: f"placement {t[1].label} {t[2]}")
@@ -314,6 +407,13 @@ def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] 
     for p in plans:
         p.counts = request_counts(cfg, p.placements.get("muxserve"))
         p.workload = cell_workload(cfg, p.cell, p.index, p.counts)
+    if simulated and "simulated" in placement_kinds(cfg):
+        # the longest workloads first keeps the workers busy to the end
+        order = sorted(plans, key=lambda p: -len(p.workload))
+        found = _map(ex, _search, [(cfg, p.cell, p.workload) for p in order], tick,
+                     lambda t: f"simulated search {t[1].label}")
+        for p, pl in zip(order, found):
+            p.placements["simulated"] = pl
     return plans
 
 
@@ -337,7 +437,7 @@ def run_experiment(cfg: ExperimentConfig, jobs: int = 1,
     ex = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
         plans = plan_experiment(cfg, ex, tick)
-        tasks = [(cfg, p.cell, s, p.placements[get_strategy(s).placement], p.workload)
+        tasks = [(cfg, p.cell, s, p.placements[strategy_placement(cfg, s)], p.workload)
                  for p in plans for s in cfg.strategies]
         # longest cells first keeps the workers busy to the end
         order = sorted(range(len(tasks)), key=lambda k: -len(tasks[k][4]))

@@ -33,8 +33,7 @@ from muxsim import metrics
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import ConfigError, ExperimentConfig
 from muxsim.live.speed import ScaledLatency, SpeedTrace, probe_speed
-from muxsim.core.strategies import get_strategy
-from muxsim.runner import placement_kinds, seq_tokens
+from muxsim.runner import placement_kinds, seq_tokens, strategy_placement
 
 __all__ = ["ValidationResult", "engine_factory", "pinned_cores", "calibrate_for", "compare", "validate_experiment", "plot_attainment",
            "COMPARED_METRICS"]
@@ -195,7 +194,7 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     """
     from muxsim.live.driver import load_models
     from muxsim.live.engine import Partition
-    from muxsim.runner import cell_workload, placement_for, request_counts, simulate_cell
+    from muxsim.runner import cell_workload, placement_for, request_counts, simulate_cell, simulated_placement
 
     say = progress or (lambda label: None)
     latency, fitted, _ = calibrate_for(cfg, out_dir, recalibrate,
@@ -216,10 +215,13 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     with engine_factory(cfg.live.engine)() as engine:
         load_models(engine, names, models, parts, cfg.seed, ckpt)
         for ci, cell in enumerate(cfg.cells()):
-            placements = {k: placement_for(cfg, cell, k, latency) for k in placement_kinds(cfg)}
+            kinds = placement_kinds(cfg)
+            placements = {k: placement_for(cfg, cell, k, latency) for k in kinds if k != "simulated"}
             wl = cell_workload(cfg, cell, ci, request_counts(cfg, placements.get("muxserve")))
+            if "simulated" in kinds:
+                placements["simulated"] = simulated_placement(cfg, cell, wl, latency)
             for strategy in cfg.strategies:
-                placement = placements[get_strategy(strategy).placement]
+                placement = placements[strategy_placement(cfg, strategy)]
                 args = (placement, strategy, wl, names, models, cell.rates, gpu)
                 res, speed = _steady_live_run(engine, args, latency, cfg, say, f"{cell.label} {strategy}")
                 speeds[(cell.label, strategy)] = speed

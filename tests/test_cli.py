@@ -22,6 +22,8 @@ def _reduced_zipf(tmp_path: Path, **workload) -> Path:
     cfg["workload"]["duration_s"] = 12
     cfg["workload"]["popularity"] = {"alpha": [0.9, 2.1], "max_rate": 6}
     cfg["workload"].update(workload)
+    # the simulation-guided search has its own tests (test_search.py)
+    cfg["strategies"] = ["muxserve", "spatial", "temporal"]
     path = tmp_path / "zipf_small.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

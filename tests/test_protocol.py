@@ -52,7 +52,7 @@ def _small(**workload) -> ExperimentConfig:
 def test_zipf_alpha_is_the_papers_twenty_cells():
     cfg = load_config(ROOT / "experiments" / "zipf_alpha.yaml")
     cells = cfg.cells()
-    assert len(cells) == 20 and cfg.strategies == ["muxserve", "spatial", "temporal"]
+    assert len(cells) == 20 and cfg.strategies == ["muxserve", "spatial", "temporal", "muxserve+sim"]
     got = {(c.params["alpha"], c.params["rate_scale"]) for c in cells}
     assert got == {(a, s) for a in (0.7, 0.9, 1.3, 1.7, 2.1) for s in (0.5, 0.75, 1.0, 1.25)}
     for c in cells:
@@ -331,9 +331,9 @@ def test_reference_base_on_the_fit_is_close_to_the_base_on_the_raw_profile():
 
 
 def test_strategy_registry_names_every_strategy_once():
-    assert set(STRATEGIES) >= {"muxserve", "spatial", "temporal", "roundrobin"}
+    assert set(STRATEGIES) >= {"muxserve", "spatial", "temporal", "roundrobin", "muxserve+sim"}
     for name, s in STRATEGIES.items():
-        assert s.name == name and s.placement in ("muxserve", "spatial") and s.description
+        assert s.name == name and s.placement in ("muxserve", "spatial", "simulated") and s.description
     cfg = _small()
     with pytest.raises(ValueError, match="unknown strategy 'rr'; allowed: muxserve"):
         ExperimentConfig.model_validate({**cfg.model_dump(), "strategies": ["rr"]})
