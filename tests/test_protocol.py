@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from muxsim import metrics
 from muxsim.catalog import GIB, get_gpu, get_model
