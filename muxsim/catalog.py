@@ -33,10 +33,15 @@ __all__ = [
     "get_model",
     "get_gpu",
     "KV_BLOCK_TOKENS",
+    "PROFILE_LENGTHS",
 ]
 
 #: Tokens per head-wise KV block (MuxServe reference, ../shared/docs/muxserve.md §3).
 KV_BLOCK_TOKENS = 32
+
+#: Context lengths (tokens) the MuxServe latency profile measures (../shared/docs/muxserve.md
+#: §7); the reference's placement estimator and SLO analysis average and interpolate over them.
+PROFILE_LENGTHS = (32, 64, 128, 256, 512)
 
 GIB = 1 << 30
 

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from muxsim.catalog import PROFILE_LENGTHS
 from muxsim.core.llm import Request
 
 __all__ = ["REQUEST_COLUMNS", "REJECTED", "DRAINED", "STALLED", "SLO_BASES", "slo_base_latency",
@@ -28,9 +29,6 @@ REQUEST_COLUMNS = (
 #: latencies on the baseline GPU counts (:func:`reference_slo_base`).
 SLO_BASES = ("alone", "reference")
 
-#: Context lengths (tokens) of the MuxServe profile, over which the reference analysis
-#: averages batch-1 decode latency and between which it interpolates prefill latency.
-PROFILE_LENGTHS = (32, 64, 128, 256, 512)
 
 REJECTED = "needs more KV blocks than its mesh holds"
 DRAINED = "drain limit reached"
@@ -62,7 +60,7 @@ def reference_slo_base(curve, prompt: np.ndarray, output: np.ndarray) -> np.ndar
     prefill + output x decode, both at batch 1 and 100 % SMs on the baseline GPU count.
 
     ``decode`` is the mean batch-1 decode latency over context lengths 32..512
-    (:data:`PROFILE_LENGTHS`); ``prefill`` is the batch-1 prefill latency interpolated linearly
+    (:data:`muxsim.catalog.PROFILE_LENGTHS`); ``prefill`` is the batch-1 prefill latency interpolated linearly
     between those lengths (held at its 32-token value below 32 tokens) and scaled linearly
     beyond 512. muxsim evaluates both on ``curve`` (fitted to the same profile) rather than on
     the raw profile, which is not shipped.

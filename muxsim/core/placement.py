@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
-from muxsim.catalog import KV_BLOCK_TOKENS, GPUSpec, ModelSpec
+from muxsim.catalog import KV_BLOCK_TOKENS, PROFILE_LENGTHS, GPUSpec, ModelSpec
 from muxsim.core.memory import kv_blocks_per_gpu
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "default_prefill_pct",
     "muxserve_placement",
     "muxserve_placements",
+    "greedy_assign",
     "spatial_placement",
     "explicit_placement",
     "check_fits_somewhere",
@@ -156,11 +157,6 @@ class MeshEstimate(NamedTuple):
     capacity: tuple[float, ...]
     batches: tuple[int, ...]
 
-
-#: Context lengths (tokens) of the MuxServe profile (../shared/docs/muxserve.md §7); the
-#: reference estimator averages decode latency over those up to the mean output length and takes
-#: the prefill at the first one above the mean prompt length.
-PROFILE_LENGTHS = (32, 64, 128, 256, 512)
 
 #: Estimators :class:`PlacementContext` offers (see its docstring).
 ESTIMATORS = ("muxsim", "reference")
@@ -483,7 +479,7 @@ def muxserve_placements(ctx: PlacementContext, nodes: int, gpus_per_node: int, t
         if max(p[2] for p in positions) < biggest_min or len(positions) > n:
             continue
         searched += 1
-        result = _greedy(ctx, order, [p[2] for p in positions])
+        result = greedy_assign(ctx, order, [p[2] for p in positions])
         if result is None:
             continue
         total, members = result
@@ -505,7 +501,14 @@ def muxserve_placements(ctx: PlacementContext, nodes: int, gpus_per_node: int, t
     return out
 
 
-def _greedy(ctx: PlacementContext, order: Sequence[int], sizes: Sequence[int]):
+def greedy_assign(ctx: PlacementContext, order: Sequence[int], sizes: Sequence[int]):
+    """MuxServe's greedy step (§4 item 5): LLMs in ``order`` (indices), each onto the mesh of
+    ``sizes`` (GPUs) with the largest score gain (ties: the smaller mesh, then the first).
+
+    Returns:
+        (sum of the meshes' scores, per mesh the sorted LLM indices), or None when some LLM
+        fits on no mesh.
+    """
     members: list[tuple[int, ...]] = [() for _ in sizes]
     score = ctx.score
     current = [0.0] * len(sizes)

@@ -40,6 +40,7 @@ from muxsim.core.placement import (
     Placement,
     PlacementContext,
     default_prefill_pct,
+    greedy_assign,
     node_splits,
 )
 from muxsim.sim.driver import simulate
@@ -232,9 +233,6 @@ class _Search:
             return int(self.rng.choice(n, p=weights / weights.sum()))
         return int(self.rng.integers(n))
 
-    def _share_for(self, i: int, size: int) -> float:
-        return self.ctx.decode_share(i, size)
-
     def propose(self, c: _Candidate, deficit: np.ndarray) -> _Candidate | None:
         r = self.rng.random()
         new = c.copy()
@@ -247,7 +245,7 @@ class _Search:
                 return None
             new.members[node][k] = tuple(x for x in c.members[node][k] if x != i)
             new.members[node2][k2] = tuple(sorted(c.members[node2][k2] + (i,)))
-            new.shares[i] = self._share_for(i, c.splits[node2][k2])
+            new.shares[i] = self.ctx.decode_share(i, c.splits[node2][k2])
         elif r < 0.6:  # swap two LLMs of different meshes
             i = self._pick_llm(deficit)
             j = int(self.rng.integers(len(self.ctx.llms)))
@@ -256,8 +254,8 @@ class _Search:
                 return None
             new.members[a][ka] = tuple(sorted([x for x in c.members[a][ka] if x != i] + [j]))
             new.members[b][kb] = tuple(sorted([x for x in c.members[b][kb] if x != j] + [i]))
-            new.shares[i] = self._share_for(i, c.splits[b][kb])
-            new.shares[j] = self._share_for(j, c.splits[a][ka])
+            new.shares[i] = self.ctx.decode_share(i, c.splits[b][kb])
+            new.shares[j] = self.ctx.decode_share(j, c.splits[a][ka])
         elif r < 0.85:  # change a decode share
             i = self._pick_llm(deficit)
             step = 10.0 if self.rng.random() < 0.5 else -10.0
@@ -272,26 +270,15 @@ class _Search:
                 return None
             llms = sorted((i for m in c.members[node] for i in m),
                           key=lambda i: (-self.ctx.llms[i].rate * self.ctx.llms[i].model.compute_weight, i))
-            members: list[tuple[int, ...]] = [() for _ in split]
-            for i in llms:
-                best, best_k = None, -1
-                for k, size in enumerate(split):
-                    cand = tuple(sorted(members[k] + (i,)))
-                    res = self.ctx.score(size, cand)
-                    if res is None:
-                        continue
-                    cur = self.ctx.score(size, members[k])
-                    gain = res.score - (cur.score if cur is not None else 0.0)
-                    if best is None or gain > best + 1e-12:
-                        best, best_k = gain, k
-                if best_k < 0:
-                    return None
-                members[best_k] = tuple(sorted(members[best_k] + (i,)))
+            placed = greedy_assign(self.ctx, llms, split)
+            if placed is None:
+                return None
+            members = list(placed[1])
             new.splits[node] = tuple(split)
             new.members[node] = members
             for k, size in enumerate(split):
                 for i in members[k]:
-                    new.shares[i] = self._share_for(i, size)
+                    new.shares[i] = self.ctx.decode_share(i, size)
         return new if self.feasible(new) else None
 
 
