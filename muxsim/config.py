@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from muxsim.catalog import GPUS, MODELS, get_gpu, get_model
+from muxsim.schema import format_validation_error, read_yaml
 from muxsim.core.strategies import STRATEGIES as _REGISTRY
 from muxsim.records import SLO_BASES
 from muxsim.workload.synth import PopularitySpec, SynthSpec, synthesize
@@ -803,37 +804,6 @@ def trace_cells(cfg: "ExperimentConfig") -> list[Cell]:
     return cells
 
 
-def read_yaml(p: Path, error: type[Exception], what: str):
-    """The parsed YAML document of file ``p``.
-
-    Raises:
-        ``error``: one line -- ``<what> not found: <p>``, ``<p>: malformed YAML at line N: ...``
-            or ``<p>: cannot read: ...``.
-    """
-    if not p.is_file():
-        raise error(f"{what} not found: {p}")
-    try:
-        return yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise error(f"{p}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise error(f"{p}: cannot read: {e}") from None
-
-
-def _format_validation_error(err: ValidationError) -> str:
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-    msg = e["msg"]
-    if e["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif e["type"] == "missing":
-        msg = "required field is missing"
-    msg = msg.removeprefix("Value error, ")
-    return f"{loc}: {msg}"
-
-
 def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
     """Read and validate an experiment YAML file.
 
@@ -866,7 +836,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{p}: {_format_validation_error(e)}") from None
+        raise ConfigError(f"{p}: {format_validation_error(e)}") from None
     except ValueError as e:  # catalog lookups raised outside pydantic's wrapping
         raise ConfigError(f"{p}: {e}") from None
     tr = cfg.workload.trace

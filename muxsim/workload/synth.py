@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from muxsim.schema import format_validation_error, read_yaml
+
 from .popularity import popularity_rates
 
 __all__ = [
@@ -830,8 +832,6 @@ def load_synth_spec(path: str | Path) -> SynthSpec:
             schema violation; the one-line message names the file and the field, e.g.
             ``spec.yaml: popularity.alpha: Input should be greater than or equal to 0``.
     """
-    from muxsim.config import _format_validation_error, read_yaml
-
     p = Path(path)
     raw = read_yaml(p, SynthSpecError, "synth spec")
     if not isinstance(raw, dict):
@@ -839,4 +839,4 @@ def load_synth_spec(path: str | Path) -> SynthSpec:
     try:
         return SynthSpec.model_validate(raw)
     except ValidationError as e:
-        raise SynthSpecError(f"{p}: {_format_validation_error(e)}") from None
+        raise SynthSpecError(f"{p}: {format_validation_error(e)}") from None
