@@ -42,7 +42,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from muxsim.records import REQUEST_COLUMNS as _RECORD_COLUMNS
+from muxsim.core.records import REQUEST_COLUMNS as _RECORD_COLUMNS
 
 __all__ = [
     "REQUEST_COLUMNS",
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 #: Columns of a run's request table: the cell and strategy, then what both drivers write for
-#: every request (:data:`muxsim.records.REQUEST_COLUMNS`).
+#: every request (:data:`muxsim.core.records.REQUEST_COLUMNS`).
 REQUEST_COLUMNS: tuple[str, ...] = ("cell", "strategy") + _RECORD_COLUMNS
 
 #: Percentiles reported for TTFT, TPOT and latency (in percent).

@@ -21,7 +21,7 @@ from muxsim.core.schedulers import DECODE, PREFILL, FCFSScheduler
 from muxsim.core.strategies import STRATEGIES, build_schedulers
 from muxsim.perf import get_latency_model
 from muxsim.perf.overhead import JobOverhead, OverheadLatency, fit_overhead
-from muxsim.records import reference_slo_base
+from muxsim.core.records import reference_slo_base
 from muxsim.runner import cell_seed, placement_for, plan_experiment, request_counts, run_experiment
 from muxsim.sim.driver import simulate
 

@@ -139,7 +139,7 @@ def test_same_seed_gives_identical_workload_and_matches_trace_synth(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     cfg = load_config(_save(tmp_path, _config()))
     a = trace_workload(cfg, 1)
-    from muxsim.config import _synthesized
+    from muxsim.config.traces import _synthesized
 
     _synthesized.cache_clear()
     b = trace_workload(load_config(_save(tmp_path, _config())), 1)

@@ -5,7 +5,7 @@ The schedulers, KV pools and SM units are built by :func:`muxsim.core.strategies
 exactly as for a simulation; this module only gives them wall-clock time and turns their jobs
 into engine calls (prefill of a batch, one decode iteration, release of finished or preempted
 requests). It writes per-request records in the simulator's schema
-(:data:`muxsim.records.REQUEST_COLUMNS`).
+(:data:`muxsim.core.records.REQUEST_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 
 from muxsim.catalog import GPUSpec, ModelSpec
-from muxsim.config import SchedulerConfig
+from muxsim.core.settings import SchedulerConfig
 from muxsim.core.llm import Request
 from muxsim.core.placement import Placement
 from muxsim.core.schedulers import PREFILL
 from muxsim.live.engine import Engine, EngineError, Partition
-from muxsim.records import DRAINED, REJECTED, STALLED, request_table
+from muxsim.core.records import DRAINED, REJECTED, STALLED, request_table
 from muxsim.core.strategies import build_schedulers
 
 __all__ = ["LiveResult", "run_live", "load_models"]
@@ -34,7 +34,7 @@ class LiveResult:
     """Outcome of one live run.
 
     Attributes:
-        requests: per-request table (:data:`muxsim.records.REQUEST_COLUMNS`), times in seconds
+        requests: per-request table (:data:`muxsim.core.records.REQUEST_COLUMNS`), times in seconds
             from the run's start.
         wall_s: wall-clock length of the run (s).
         n_jobs: jobs executed by the engine.
@@ -68,7 +68,7 @@ def run_live(placement: Placement, strategy: str, workload: pd.DataFrame, names:
             left idle with no KV cache held, ready for another run.
         drain_limit_s: stop this many seconds after the last arrival (None: until all finish).
         clock: monotonic clock in seconds (the engine's results use ``time.monotonic``).
-        slo_base: which SLO base ``slo_base_s`` holds (:data:`muxsim.records.SLO_BASES`).
+        slo_base: which SLO base ``slo_base_s`` holds (:data:`muxsim.core.records.SLO_BASES`).
 
     Returns:
         A :class:`LiveResult`.

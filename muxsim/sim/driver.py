@@ -22,7 +22,7 @@ from muxsim.core.llm import Request
 from muxsim.core.placement import Placement
 from muxsim.core.schedulers import PREFILL
 from muxsim.core.strategies import build_schedulers
-from muxsim.records import DRAINED, REJECTED, STALLED, request_table
+from muxsim.core.records import DRAINED, REJECTED, STALLED, request_table
 
 __all__ = ["SimResult", "simulate"]
 
@@ -32,7 +32,7 @@ class SimResult:
     """Outcome of one simulation.
 
     Attributes:
-        requests: per-request table with :data:`muxsim.records.REQUEST_COLUMNS`.
+        requests: per-request table with :data:`muxsim.core.records.REQUEST_COLUMNS`.
         sim_time_s: simulated time at the end (s).
         n_jobs: prefill and decode jobs run.
         latency_sources: per model name, ``"fitted"`` or ``"roofline"`` for the curves used.
@@ -72,7 +72,7 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
             = 20 % slower). None: the latency model as it is. Validation replays a live run's
             measured speed this way (:class:`muxsim.live.speed.SpeedTrace`); it can also model
             a device that throttles for a while.
-        slo_base: which SLO base the ``slo_base_s`` column holds (:data:`muxsim.records.SLO_BASES`).
+        slo_base: which SLO base the ``slo_base_s`` column holds (:data:`muxsim.core.records.SLO_BASES`).
 
     Returns:
         A :class:`SimResult`; every request either finished or carries a reason.
