@@ -31,10 +31,18 @@ import numpy as np
 import pandas as pd
 
 from muxsim import metrics
+from muxsim.catalog import get_gpu, get_model
 from muxsim.config import load_config
 from muxsim.core.placement import Placement
-from muxsim.catalog import get_gpu, get_model
-from muxsim.runner import _context, latency_models, lengths_sampler, plan_experiment, seq_tokens, simulate_cell
+from muxsim.core.replay import RunSpec
+from muxsim.runner import (
+    _context,
+    latency_models,
+    lengths_sampler,
+    plan_experiment,
+    seq_tokens,
+    simulate_cell,
+)
 from muxsim.sim.driver import simulate
 from muxsim.workload import generate_workload
 
@@ -57,9 +65,9 @@ def _saturated(cfg, cell, placement, mesh, hot, est, load, seconds, seed):
     one = Placement([mesh], {n: placement.est_throughput[n] for n in names}, "explicit")
     run_latency, base = latency_models(cfg)
     # quotas follow the LLMs' own rates, as in the cell
-    res = simulate(one, "muxserve", wl, names, [get_model(cfg.llm_models()[i]) for i in idx],
-                   [cell.rates[i] for i in idx], get_gpu(cfg.cluster.gpu), run_latency, cfg.scheduler,
-                   seq_tokens(cfg), drain_limit_s=1e-9, slo_latency=base)
+    res = simulate(RunSpec(one, "muxserve", wl, names, [get_model(cfg.llm_models()[i]) for i in idx],
+                           [cell.rates[i] for i in idx], get_gpu(cfg.cluster.gpu), run_latency, cfg.scheduler,
+                           seq_tokens(cfg), drain_limit_s=1e-9, slo_latency=base))
     df = res.requests
     fin = df[df.finished & (df.finish_s >= seconds / 2) & (df.finish_s < seconds)]
     return float((fin.llm == hot).sum()) / (seconds / 2)

@@ -33,6 +33,7 @@ import pandas as pd
 from muxsim import metrics
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import ExperimentConfig, load_config
+from muxsim.core.replay import RunSpec
 from muxsim.perf import get_latency_model
 from muxsim.runner import cell_workload, placement_for, seq_tokens
 from muxsim.sim.driver import simulate
@@ -50,9 +51,9 @@ def attainment(cfg: ExperimentConfig, latency, factor: float) -> pd.DataFrame:
     frames = []
     for st in cfg.strategies:
         pl = placement_for(cfg, cell, "spatial" if st == "spatial" else "muxserve", latency)
-        df = simulate(pl, st, wl, names, models, cell.rates, gpu, latency, cfg.scheduler, seq_tokens(cfg),
-                      cfg.workload.drain_limit_s, slo_latency=latency,
-                      speed=None if factor == 1.0 else (lambda llm, t: factor)).requests
+        spec = RunSpec(pl, st, wl, names, models, cell.rates, gpu, latency, cfg.scheduler, seq_tokens(cfg),
+                       cfg.workload.drain_limit_s, slo_latency=latency)
+        df = simulate(spec, speed=None if factor == 1.0 else (lambda llm, t: factor)).requests
         frames.append(df.assign(cell=cell.label, strategy=st))
     s = metrics.summarize(pd.concat(frames, ignore_index=True), cfg.slo.scales, cfg.slo.goodput_scale,
                           group_cols=("cell", "strategy"))

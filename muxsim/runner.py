@@ -33,11 +33,18 @@ from muxsim.core.placement import (
     muxserve_placement,
     spatial_placement,
 )
+from muxsim.core.replay import RunSpec
 from muxsim.core.strategies import get_strategy
 from muxsim.perf import get_latency_model
 from muxsim.perf.overhead import OverheadLatency
 from muxsim.sim.driver import simulate
-from muxsim.workload import EmpiricalLengths, FixedLengths, ScaledLengths, generate_workload, load_workload
+from muxsim.workload import (
+    EmpiricalLengths,
+    FixedLengths,
+    ScaledLengths,
+    generate_workload,
+    load_workload,
+)
 
 __all__ = ["CellRun", "CellPlan", "lengths_sampler", "cell_seed", "request_counts", "cell_workload",
            "plan_experiment", "run_experiment", "placement_for", "placement_kinds", "preflight",
@@ -347,12 +354,18 @@ def simulate_cell(cfg: ExperimentConfig, cell: Cell, strategy: str, placement: P
         speed: as :func:`muxsim.sim.driver.simulate`'s.
     """
     run_latency, base = latency_models(cfg, latency)
-    models = [get_model(m) for m in cfg.llm_models()]
-    return simulate(placement, strategy, workload, cfg.llm_names(), models, cell.rates,
-                    get_gpu(cfg.cluster.gpu), run_latency if overheads else base, cfg.scheduler,
-                    seq_tokens(cfg), cfg.workload.drain_limit_s,
-                    slo_latency=slo_latency if slo_latency is not None else base, speed=speed,
-                    slo_base=cfg.slo.base)
+    return simulate(run_spec(cfg, cell, strategy, placement, workload, run_latency if overheads else base,
+                             slo_latency if slo_latency is not None else base), speed=speed)
+
+
+def run_spec(cfg: ExperimentConfig, cell: Cell, strategy: str, placement: Placement, workload: pd.DataFrame,
+             latency, slo_latency=None) -> RunSpec:
+    """The :class:`~muxsim.core.replay.RunSpec` of one strategy of one cell: the config's LLMs,
+    GPU, scheduler knobs, drain limit and SLO base, the cell's rates, jobs on ``latency`` and
+    SLO bases on ``slo_latency`` (None: ``latency``)."""
+    return RunSpec(placement, strategy, workload, cfg.llm_names(), [get_model(m) for m in cfg.llm_models()],
+                   cell.rates, get_gpu(cfg.cluster.gpu), latency, cfg.scheduler, seq_tokens(cfg),
+                   cfg.workload.drain_limit_s, slo_latency=slo_latency, slo_base=cfg.slo.base)
 
 
 def _run_cell(args) -> CellRun:

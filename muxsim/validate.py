@@ -194,7 +194,13 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     """
     from muxsim.live.driver import load_models
     from muxsim.live.engine import Partition
-    from muxsim.runner import cell_workload, placement_for, request_counts, simulate_cell, simulated_placement
+    from muxsim.runner import (
+        cell_workload,
+        placement_for,
+        request_counts,
+        simulate_cell,
+        simulated_placement,
+    )
 
     say = progress or (lambda label: None)
     latency, fitted, _ = calibrate_for(cfg, out_dir, recalibrate,
@@ -267,6 +273,7 @@ def _steady_live_run(engine, args, latency, cfg: ExperimentConfig, say, label: s
         ``factors`` (geometric mean of both probes), ``before``, ``after``, ``drift`` and the
         number of ``attempts``).
     """
+    from muxsim.core.replay import RunSpec
     from muxsim.live.driver import run_live
 
     placement, strategy, wl, names, models, rates, gpu = args
@@ -281,8 +288,8 @@ def _steady_live_run(engine, args, latency, cfg: ExperimentConfig, say, label: s
     concurrent = strategy != "temporal" or len(placement.meshes) > 1
     for attempt in range(1, live.retries + 2):
         before = probe_speed(engine, curves, repeats=2, concurrent=concurrent)
-        res = run_live(*args, latency, engine, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s,
-                       slo_base=cfg.slo.base)
+        res = run_live(RunSpec(*args, latency, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s,
+                               slo_base=cfg.slo.base), engine)
         after = probe_speed(engine, curves, repeats=2, concurrent=concurrent)
         drift = before.drift(after)
         say(f"{label}: measured ({res.wall_s:.1f} s, speed drift {drift:.0%})")

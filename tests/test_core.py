@@ -14,10 +14,16 @@ from muxsim.catalog import KV_BLOCK_TOKENS, get_gpu, get_model
 from muxsim.config import SchedulerConfig
 from muxsim.core.llm import LLMRuntime, Request
 from muxsim.core.placement import MeshPlan, Placement
+from muxsim.core.replay import RunSpec
 from muxsim.core.resources import KVBlockPool, SMUnits, units_for_share
 from muxsim.core.schedulers import DECODE, PREFILL, ADBSScheduler, FCFSScheduler
 from muxsim.perf import get_latency_model
-from muxsim.sim.driver import simulate
+from muxsim.sim.driver import simulate as _simulate
+
+
+def simulate(*args, fast_forward: bool = True, speed=None, **kw):
+    """:func:`muxsim.sim.driver.simulate` of ``RunSpec(*args, **kw)``."""
+    return _simulate(RunSpec(*args, **kw), fast_forward=fast_forward, speed=speed)
 
 GPU = get_gpu("a100-80gb")
 LAT = get_latency_model("a100-80gb")

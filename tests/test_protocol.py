@@ -17,13 +17,25 @@ from muxsim.catalog import GIB, get_gpu, get_model
 from muxsim.config import ExperimentConfig, SchedulerConfig, load_config
 from muxsim.core.llm import LLMRuntime, Request
 from muxsim.core.placement import MeshPlan, Placement
+from muxsim.core.records import reference_slo_base
+from muxsim.core.replay import RunSpec
 from muxsim.core.schedulers import DECODE, PREFILL, FCFSScheduler
 from muxsim.core.strategies import STRATEGIES, build_schedulers
 from muxsim.perf import get_latency_model
 from muxsim.perf.overhead import JobOverhead, OverheadLatency, fit_overhead
-from muxsim.core.records import reference_slo_base
-from muxsim.runner import cell_seed, placement_for, plan_experiment, request_counts, run_experiment
-from muxsim.sim.driver import simulate
+from muxsim.runner import (
+    cell_seed,
+    placement_for,
+    plan_experiment,
+    request_counts,
+    run_experiment,
+)
+from muxsim.sim.driver import simulate as _simulate
+
+
+def simulate(*args, fast_forward: bool = True, speed=None, **kw):
+    """:func:`muxsim.sim.driver.simulate` of ``RunSpec(*args, **kw)``."""
+    return _simulate(RunSpec(*args, **kw), fast_forward=fast_forward, speed=speed)
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = get_gpu("a100-80gb")

@@ -1,8 +1,8 @@
 """Live driver: replays a workload in wall-clock time through the same policy objects as the
 simulator, with a real engine executing every job.
 
-The schedulers, KV pools and SM units are built by :func:`muxsim.core.strategies.build_schedulers`,
-exactly as for a simulation; this module only gives them wall-clock time and turns their jobs
+The schedulers, KV pools and SM units are built from the same :class:`~muxsim.core.replay.RunSpec`
+as a simulation's; this module only gives them wall-clock time and turns their jobs
 into engine calls (prefill of a batch, one decode iteration, release of finished or preempted
 requests). It writes per-request records in the simulator's schema
 (:data:`muxsim.core.records.REQUEST_COLUMNS`).
@@ -17,16 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from muxsim.catalog import GPUSpec, ModelSpec
-from muxsim.core.settings import SchedulerConfig
+from muxsim.catalog import ModelSpec
 from muxsim.core.llm import Request
-from muxsim.core.placement import Placement
+from muxsim.core.records import REJECTED
+from muxsim.core.replay import RunSpec, result_table, stop_time, workload_requests
 from muxsim.core.schedulers import PREFILL
 from muxsim.live.engine import Engine, EngineError, Partition
-from muxsim.core.records import DRAINED, REJECTED, STALLED, request_table
-from muxsim.core.strategies import build_schedulers
 
-__all__ = ["LiveResult", "run_live", "load_models"]
+__all__ = ["LiveResult", "load_models", "run_live"]
 
 
 @dataclass
@@ -52,42 +50,37 @@ class LiveResult:
     jobs: pd.DataFrame
 
 
-def run_live(placement: Placement, strategy: str, workload: pd.DataFrame, names: Sequence[str],
-             models: Sequence[ModelSpec], rates: Sequence[float], gpu: GPUSpec, latency,
-             engine: Engine, cfg: SchedulerConfig, seq_tokens: int,
-             drain_limit_s: float | None = None,
-             clock: Callable[[], float] = time.monotonic, slo_base: str = "alone") -> LiveResult:
+def run_live(spec: RunSpec, engine: Engine, clock: Callable[[], float] = time.monotonic) -> LiveResult:
     """Run one strategy on one workload with a real engine, in wall-clock time.
 
     Args:
-        placement, strategy, workload, names, models, rates, gpu, cfg, seq_tokens: as for
-            :func:`muxsim.sim.driver.simulate`.
-        latency: latency model, used only for the SLO base latency of each request (the same
-            one the simulation uses, so both runs judge requests against the same SLOs).
-        engine: an engine with every LLM of ``names`` loaded (see :func:`load_models`); it is
-            left idle with no KV cache held, ready for another run.
-        drain_limit_s: stop this many seconds after the last arrival (None: until all finish).
+        spec: the run (:class:`muxsim.core.replay.RunSpec`); ``spec.latency`` predicts each
+            job's duration (the ``predicted_s`` column of the job log) and, unless
+            ``spec.slo_latency`` is given, gives each request's SLO bases (the same model the
+            simulation uses, so both runs judge requests against the same SLOs).
+        engine: an engine with every LLM of ``spec.names`` loaded (see :func:`load_models`);
+            it is left idle with no KV cache held, ready for another run.
         clock: monotonic clock in seconds (the engine's results use ``time.monotonic``).
-        slo_base: which SLO base ``slo_base_s`` holds (:data:`muxsim.core.records.SLO_BASES`).
 
     Returns:
         A :class:`LiveResult`.
 
     Raises:
         muxsim.live.engine.EngineError: the engine failed to load a model or run a job.
-        ValueError: as :func:`muxsim.core.strategies.build_schedulers`.
+        ValueError: a workload LLM not in ``spec.names``, or as
+            :func:`muxsim.core.strategies.build_schedulers`.
     """
-    scheds, runtimes = build_schedulers(placement, strategy, names, models, rates, gpu, cfg, seq_tokens)
+    scheds, runtimes = spec.build()
     for rt in runtimes:
         rt.evicted = []
-    reqs, reasons, wall, n_jobs, overheads, log = _replay(engine, scheds, runtimes, workload, names,
-                                                          drain_limit_s, clock)
-    df = request_table(reqs, reasons, names, models, latency, gpu,
-                       DRAINED if drain_limit_s is not None else STALLED, slo_base)
+    reqs, order = workload_requests(spec.workload, spec.names)
+    reasons, wall, n_jobs, overheads, log = _replay(engine, scheds, runtimes, reqs, order,
+                                                    stop_time(reqs, spec.drain_limit_s), clock)
+    df = result_table(spec, reqs, reasons)
     jobs = pd.DataFrame(log, columns=["llm", "kind", "n_seqs", "n_tokens", "sm_pct", "submitted_s",
                                       "ended_s", "measured_s"])
     jobs.insert(1, "model", jobs["llm"].map({rt.name: rt.model.name for rt in runtimes}))
-    curves = {rt.name: latency.curve(rt.model, rt.tp, gpu) for rt in runtimes}
+    curves = {rt.name: spec.latency.curve(rt.model, rt.tp, spec.gpu) for rt in runtimes}
     jobs["predicted_s"] = [
         curves[l].prefill_s(t, n, sm) if k == "prefill" else curves[l].decode_s(n, t, sm)
         for l, k, n, t, sm in zip(jobs.llm, jobs.kind, jobs.n_seqs, jobs.n_tokens, jobs.sm_pct)]
@@ -116,16 +109,9 @@ def load_models(engine: Engine, names: Sequence[str], models: Sequence[ModelSpec
         engine.measure(name, 2, 32, warmup=2, repeats=1)
 
 
-def _replay(engine, scheds, runtimes, workload, names, drain_limit_s, clock):
-
-    index = {n: i for i, n in enumerate(names)}
-    order = np.argsort(workload["arrival_s"].to_numpy(dtype=float), kind="stable")
-    reqs = [Request(k, index[llm], float(a), int(p), int(o)) for k, (llm, a, p, o) in enumerate(zip(
-        workload["llm"], workload["arrival_s"], workload["prompt_tokens"], workload["output_tokens"]))]
+def _replay(engine, scheds, runtimes, reqs, order, stop_at, clock):
     reasons = [""] * len(reqs)
     arrivals = [reqs[k] for k in order.tolist()]
-    last_arrival = arrivals[-1].arrival if arrivals else 0.0
-    stop_at = float("inf") if drain_limit_s is None else last_arrival + drain_limit_s
 
     inflight: dict[int, tuple] = {}
     overheads: list[float] = []
@@ -196,4 +182,4 @@ def _replay(engine, scheds, runtimes, workload, names, drain_limit_s, clock):
             release(job.llm, scheds[m].complete(job, res.ended_s - t0))
     for rt in runtimes:
         release(rt, list(rt.running.values()) + list(rt.pending))
-    return reqs, reasons, wall, n_jobs, overheads, log
+    return reasons, wall, n_jobs, overheads, log

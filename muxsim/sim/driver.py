@@ -10,19 +10,21 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import simpy
 
-from muxsim.catalog import GPUSpec, ModelSpec
-from muxsim.core.llm import Request
-from muxsim.core.placement import Placement
+from muxsim.core.records import REJECTED
+from muxsim.core.replay import (
+    RunSpec,
+    attach_curves,
+    result_table,
+    stop_time,
+    workload_requests,
+)
 from muxsim.core.schedulers import PREFILL
-from muxsim.core.strategies import build_schedulers
-from muxsim.core.records import DRAINED, REJECTED, STALLED, request_table
 
 __all__ = ["SimResult", "simulate"]
 
@@ -44,60 +46,29 @@ class SimResult:
     latency_sources: dict[str, str]
 
 
-def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names: Sequence[str],
-             models: Sequence[ModelSpec], rates: Sequence[float], gpu: GPUSpec, latency,
-             cfg, seq_tokens: int, drain_limit_s: float | None = None,
-             fast_forward: bool = True, slo_latency=None, speed=None, slo_base: str = "alone") -> SimResult:
+def simulate(spec: RunSpec, fast_forward: bool = True, speed=None) -> SimResult:
     """Simulate one strategy on one workload.
 
     Args:
-        placement: meshes and SM shares.
-        strategy: a name of :data:`muxsim.core.strategies.STRATEGIES`.
-        workload: table with ``request_id, llm, arrival_s, prompt_tokens, output_tokens``.
-        names, models, rates: per LLM (rates in req/s, used for KV quotas).
-        gpu: GPU kind.
-        latency: object with ``curve(model, n_gpus, gpu)``; job overheads, when modelled, are
-            part of it (:class:`muxsim.perf.overhead.OverheadLatency`).
-        cfg: scheduler knobs (:class:`muxsim.config.SchedulerConfig`).
-        seq_tokens: tokens per sequence assumed by ADBS quotas.
-        drain_limit_s: stop this many simulated seconds after the last arrival; None runs until
-            every request finished.
+        spec: the run (:class:`muxsim.core.replay.RunSpec`); jobs run on ``spec.latency``.
         fast_forward: process each mesh's job ends ahead of the SimPy clock, up to its next
             arrival (same results, fewer SimPy events); False gives one event per job end.
-        slo_latency: latency model for each request's SLO base latency (its latency served
-            alone); None uses ``latency``. Validation simulates with speed-corrected curves but
-            keeps the SLOs on the calibrated model, as the live run does.
         speed: device speed over time: ``speed(llm name, start time s) -> factor`` multiplies
             the duration of every job that LLM starts then (1 = the latency model's speed, 1.2
             = 20 % slower). None: the latency model as it is. Validation replays a live run's
             measured speed this way (:class:`muxsim.live.speed.SpeedTrace`); it can also model
             a device that throttles for a while.
-        slo_base: which SLO base the ``slo_base_s`` column holds (:data:`muxsim.core.records.SLO_BASES`).
 
     Returns:
         A :class:`SimResult`; every request either finished or carries a reason.
 
     Raises:
-        ValueError: a workload LLM not in ``names``, or as
+        ValueError: a workload LLM not in ``spec.names``, or as
             :func:`muxsim.core.strategies.build_schedulers`.
     """
-    scheds, runtimes = build_schedulers(placement, strategy, names, models, rates, gpu, cfg, seq_tokens)
-    sources = {}
-    for rt in runtimes:
-        rt.curve = latency.curve(rt.model, rt.tp, gpu)
-        sources[rt.model.name] = rt.curve.source
-
-    index = {n: i for i, n in enumerate(names)}
-    unknown = set(workload["llm"].unique()) - set(index)
-    if unknown:
-        raise ValueError(f"workload names LLMs not in the config: {sorted(unknown)}")
-    llm_idx = workload["llm"].map(index).to_numpy()
-    arrivals = workload["arrival_s"].to_numpy(dtype=float)
-    prompts = workload["prompt_tokens"].to_numpy(dtype=np.int64)
-    outputs = workload["output_tokens"].to_numpy(dtype=np.int64)
-    order = np.argsort(arrivals, kind="stable")
-    reqs = [Request(k, li, a, p, o) for k, (li, a, p, o) in
-            enumerate(zip(llm_idx.tolist(), arrivals.tolist(), prompts.tolist(), outputs.tolist()))]
+    scheds, runtimes = spec.build()
+    sources = attach_curves(runtimes, spec.latency, spec.gpu)
+    reqs, order = workload_requests(spec.workload, spec.names)
     reasons = [""] * len(reqs)
 
     env = simpy.Environment()
@@ -116,8 +87,7 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
     local: list[list] = [[] for _ in range(n_meshes)]  # heap of (end time, seq, job) in flight
     wakeups: list[list[float]] = [[] for _ in range(n_meshes)]  # pending SimPy wake-up times
     seq = itertools.count()
-    last_arrival = float(arrivals.max()) if len(arrivals) else 0.0
-    stop_at = math.inf if drain_limit_s is None else last_arrival + drain_limit_s
+    stop_at = stop_time(reqs, spec.drain_limit_s)
 
     def start(m: int, jobs, t: float) -> None:
         nonlocal n_jobs
@@ -141,8 +111,7 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
         h = local[m]
         sched = scheds[m]
         horizon = mesh_arrivals[m][arrived[m]] if fast_forward else -math.inf
-        if stop_at < horizon:
-            horizon = stop_at
+        horizon = min(horizon, stop_at)
         while h and (h[0][0] <= due or h[0][0] < horizon):
             t, _, job = heapq.heappop(h)
             sched.complete(job, t)
@@ -173,13 +142,12 @@ def simulate(placement: Placement, strategy: str, workload: pd.DataFrame, names:
             advance(m, -math.inf)
 
     env.process(arrive())
-    if drain_limit_s is None:
+    if spec.drain_limit_s is None:
         env.run()
     else:
         env.run(until=stop_at)
 
-    df = request_table(reqs, reasons, names, models, slo_latency if slo_latency is not None else latency, gpu,
-                       DRAINED if drain_limit_s is not None else STALLED, slo_base)
+    df = result_table(spec, reqs, reasons)
     # a mesh may have run ahead of the SimPy clock with its last jobs (see run_jobs)
     end = max(float(env.now), float(np.nanmax(df["finish_s"])) if df["finished"].any() else 0.0)
     return SimResult(df, end, n_jobs, sources)

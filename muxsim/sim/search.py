@@ -43,6 +43,7 @@ from muxsim.core.placement import (
     greedy_assign,
     node_splits,
 )
+from muxsim.core.replay import RunSpec
 from muxsim.sim.driver import simulate
 
 __all__ = ["SearchSettings", "MeshEvaluator", "simulated_search"]
@@ -113,9 +114,10 @@ class MeshEvaluator:
         if len(rows):
             sm = {n: (default_prefill_pct(self.ctx.llms[i].model), s) for n, i, s in zip(names, members, shares)}
             pl = Placement([MeshPlan(0, 0, size, tuple(names), sm)], method="simulated")
-            res = simulate(pl, "muxserve", self._wl.iloc[rows], names, [self.models[i] for i in members],
-                           [self.rates[i] for i in members], self.ctx.gpu, self.ctx.latency, self.cfg,
-                           self.seq_tokens, self.drain, slo_latency=self.slo_latency, slo_base=self.slo_base)
+            res = simulate(RunSpec(pl, "muxserve", self._wl.iloc[rows], names, [self.models[i] for i in members],
+                                   [self.rates[i] for i in members], self.ctx.gpu, self.ctx.latency, self.cfg,
+                                   self.seq_tokens, self.drain, slo_latency=self.slo_latency,
+                                   slo_base=self.slo_base))
             self.simulated += 1
             df = res.requests
             lat = (df["finish_s"] - df["arrival_s"]).to_numpy()
