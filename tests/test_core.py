@@ -139,7 +139,7 @@ def test_adbs_prefill_priority_then_overlap():
     sched.complete(jobs[0], 0.05)
     jobs = sched.schedule(0.05)
     # b's prefill (8 units) overlaps a's decode (3 units): MuxServe's spatial-temporal sharing
-    assert sorted((j.kind, j.llm.name) for j in jobs) == [(PREFILL, "b"), (DECODE, "a")]
+    assert sorted((j.kind, j.llm.name) for j in jobs) == [(DECODE, "a"), (PREFILL, "b")]
     assert sched.sm.in_use == 11
 
 

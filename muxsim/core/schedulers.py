@@ -25,15 +25,16 @@ from muxsim.core.resources import KVBlockPool, SMUnits, units_for_share
 
 __all__ = ["PREFILL", "DECODE", "Job", "MeshScheduler", "ADBSScheduler", "VLLMScheduler", "FCFSScheduler"]
 
-PREFILL = 0
-DECODE = 1
+#: Job kinds, the same strings the live engines' results and job logs carry.
+PREFILL = "prefill"
+DECODE = "decode"
 
 
 class Job:
     """One prefill batch or one decode iteration of one LLM.
 
     Attributes:
-        kind: ``PREFILL`` or ``DECODE``.
+        kind: :data:`PREFILL` (``"prefill"``) or :data:`DECODE` (``"decode"``).
         llm: the LLM runtime it belongs to.
         sm_pct: SM share (%) it runs at.
         units: SM units it holds.

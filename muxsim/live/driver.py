@@ -82,7 +82,7 @@ def run_live(spec: RunSpec, engine: Engine, clock: Callable[[], float] = time.mo
     jobs.insert(1, "model", jobs["llm"].map({rt.name: rt.model.name for rt in runtimes}))
     curves = {rt.name: spec.latency.curve(rt.model, rt.tp, spec.gpu) for rt in runtimes}
     jobs["predicted_s"] = [
-        curves[l].prefill_s(t, n, sm) if k == "prefill" else curves[l].decode_s(n, t, sm)
+        curves[l].prefill_s(t, n, sm) if k == PREFILL else curves[l].decode_s(n, t, sm)
         for l, k, n, t, sm in zip(jobs.llm, jobs.kind, jobs.n_seqs, jobs.n_tokens, jobs.sm_pct)]
     return LiveResult(df, wall, n_jobs, float(np.median(overheads)) if overheads else 0.0, jobs)
 
@@ -164,7 +164,7 @@ def _replay(engine, scheds, runtimes, reqs, order, stop_at, clock):
         for res in engine.wait(timeout):
             m, job, submitted = inflight.pop(res.job_id)
             overheads.append((clock() - submitted) - res.duration_s)
-            log.append((job.llm.name, "prefill" if job.kind == PREFILL else "decode", job.n_seqs,
+            log.append((job.llm.name, job.kind, job.n_seqs,
                         job.n_tokens, job.sm_pct, submitted - t0, res.ended_s - t0, res.duration_s))
             # the job's requests finished when the engine finished them, not when we heard
             done = scheds[m].complete(job, res.ended_s - t0)
