@@ -120,12 +120,12 @@ def test_arrivals_top_up_when_first_block_is_short(monkeypatch):
 
 @pytest.mark.parametrize(
     "kwargs, word",
-    [(dict(rate=0.0), "rate"), (dict(rate=-1.0), "rate"), (dict(rate=float("inf")), "rate"),
-     (dict(duration_s=0.0), "duration_s"), (dict(process="gamma", cv=0.0), "cv"),
-     (dict(process="weibull"), "process"), (dict(process="poisson", cv=2.0), "cv")],
+    [({"rate": 0.0}, "rate"), ({"rate": -1.0}, "rate"), ({"rate": float("inf")}, "rate"),
+     ({"duration_s": 0.0}, "duration_s"), ({"process": "gamma", "cv": 0.0}, "cv"),
+     ({"process": "weibull"}, "process"), ({"process": "poisson", "cv": 2.0}, "cv")],
 )
 def test_arrivals_reject_bad_inputs(kwargs, word):
-    args = dict(rate=1.0, duration_s=10.0) | kwargs
+    args = {"rate": 1.0, "duration_s": 10.0} | kwargs
     with pytest.raises(ValueError, match=word):
         arrival_times(np.random.default_rng(0), **args)
 
@@ -186,6 +186,17 @@ def test_fixed_lengths():
     for bad in [(0, 1), (1, 0), (1.5, 2), (True, 2)]:
         with pytest.raises(ValueError, match="FixedLengths"):
             FixedLengths(*bad)
+
+
+def test_length_tables_are_package_data():
+    # Found through importlib.resources in the package, so an installed wheel needs no checkout;
+    # the derive script writes to the same place by default.
+    pkg_data = ROOT / "muxsim" / "data" / "lengths"
+    assert SHAREGPT_LENGTHS_PATH == pkg_data / "sharegpt_first_turn_lengths.json"
+    assert SHAREGPT_V3_LENGTHS_PATH == pkg_data / "sharegpt_v3_first_turn_lengths.json"
+    assert SHAREGPT_LENGTHS_PATH.is_file() and SHAREGPT_V3_LENGTHS_PATH.is_file()
+    derive = _derive_module()
+    assert derive.DEFAULT_OUT == SHAREGPT_LENGTHS_PATH and derive.V3_OUT == SHAREGPT_V3_LENGTHS_PATH
 
 
 def _derive_module():
@@ -323,10 +334,10 @@ def test_ties_keep_llm_order(monkeypatch):
 
 @pytest.mark.parametrize(
     "kwargs, word",
-    [(dict(rates=(4.0, 0.0, 1.0)), "rate"), (dict(rates=(4.0, 2.0)), "same length"),
-     (dict(llms=["a", "a", "b"]), "unique"), (dict(llms=[], rates=[]), "at least one"),
-     (dict(seed=-1), "seed"), (dict(max_requests_per_llm=0), "max_requests_per_llm"),
-     (dict(duration=-1.0), "duration_s"), (dict(process="gamma", cv=-1.0), "cv")],
+    [({"rates": (4.0, 0.0, 1.0)}, "rate"), ({"rates": (4.0, 2.0)}, "same length"),
+     ({"llms": ["a", "a", "b"]}, "unique"), ({"llms": [], "rates": []}, "at least one"),
+     ({"seed": -1}, "seed"), ({"max_requests_per_llm": 0}, "max_requests_per_llm"),
+     ({"duration": -1.0}, "duration_s"), ({"process": "gamma", "cv": -1.0}, "cv")],
 )
 def test_generate_rejects_bad_inputs(kwargs, word):
     with pytest.raises(ValueError, match=word):

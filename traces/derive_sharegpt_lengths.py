@@ -9,10 +9,11 @@ Two sources, one summary (same schema, same summarising functions below):
 * ``--source 8k`` (default) reads ``../shared/data/traces/sharegpt_8k_lengths_llama2.csv``
   (microsoft/sarathi-serve, data/processed_traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv,
   MIT; token counts per conversation turn, Llama-2 tokenizer) and writes
-  ``traces/sharegpt_first_turn_lengths.json``.
+  ``muxsim/data/lengths/sharegpt_first_turn_lengths.json``.
 * ``--source v3`` reads ``../shared/data/traces/sharegpt_v3_first_turns_llama.csv`` (ShareGPT V3
   unfiltered cleaned split, first two messages of each conversation, LLaMA tokenizer with BOS;
-  provenance in ../shared/data/README.md) and writes ``traces/sharegpt_v3_first_turn_lengths.json``.
+  provenance in ../shared/data/README.md) and writes
+  ``muxsim/data/lengths/sharegpt_v3_first_turn_lengths.json``.
 
 Each JSON holds summary statistics and marginal quantile tables of the first-turn prompt and
 output lengths plus their rank correlation -- never the rows themselves (the data licences and
@@ -54,8 +55,9 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -64,9 +66,11 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TRACES = ROOT.parent / "shared" / "data" / "traces"
 DEFAULT_SRC = SHARED_TRACES / "sharegpt_8k_lengths_llama2.csv"
-DEFAULT_OUT = ROOT / "traces" / "sharegpt_first_turn_lengths.json"
+# The JSONs are package data, so an installed muxsim finds them without a checkout.
+LENGTHS_DIR = ROOT / "muxsim" / "data" / "lengths"
+DEFAULT_OUT = LENGTHS_DIR / "sharegpt_first_turn_lengths.json"
 V3_SRC = SHARED_TRACES / "sharegpt_v3_first_turns_llama.csv"
-V3_OUT = ROOT / "traces" / "sharegpt_v3_first_turn_lengths.json"
+V3_OUT = LENGTHS_DIR / "sharegpt_v3_first_turn_lengths.json"
 
 # The paper's ShareGPT filters (docs/muxserve.md §8).
 FILTERS = {
@@ -93,8 +97,8 @@ V3_OUTPUT_EDGES = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2049]
 COMMON_DERIVATION = [
     "Apply the filters below.",
     "quantile_table: numpy.quantile (linear interpolation) at probs 0, 0.005, ..., 1.",
-    "spearman_rho: scipy.stats.spearmanr(prompt, output); "
-    "copula_normal_rho = 2 sin(pi spearman_rho / 6).",
+    ("spearman_rho: scipy.stats.spearmanr(prompt, output); "
+     "copula_normal_rho = 2 sin(pi spearman_rho / 6)."),
     "joint_check_histogram: numpy.histogram2d on integer edges, bins [lo, hi) tokens.",
 ]
 
@@ -186,9 +190,9 @@ SOURCES = {
             "sharegpt_8k_filtered_stats_llama2_tokenizer.csv (MIT)"
         ),
         first_turn_steps=[
-            "A row starts a new conversation (first turn) iff it is the first row or its "
-            "num_prefill_tokens < the previous row's num_total_tokens; otherwise its prefill "
-            "contains the previous turn and it is a later turn.",
+            ("A row starts a new conversation (first turn) iff it is the first row or its "
+             "num_prefill_tokens < the previous row's num_total_tokens; otherwise its prefill "
+             "contains the previous turn and it is a later turn."),
             "prompt = num_prefill_tokens, output = num_decode_tokens of first turns.",
         ],
         output_edges=CHECK_EDGES,
@@ -214,8 +218,8 @@ SOURCES = {
             "with BOS; unfiltered. ShareGPT: Apache-2.0 as distributed"
         ),
         first_turn_steps=[
-            "Each row already is one conversation's first turn (messages 0 and 1, whoever "
-            "wrote them); no first-turn inference.",
+            ("Each row already is one conversation's first turn (messages 0 and 1, whoever "
+             "wrote them); no first-turn inference."),
             "prompt = prompt_tokens, output = output_tokens.",
         ],
         output_edges=V3_OUTPUT_EDGES,
@@ -252,7 +256,7 @@ def derive(src: Path, source: str = "8k") -> dict:
         "derivation": meta.first_turn_steps + COMMON_DERIVATION,
         "filters": FILTERS,
         "n_first_turns_before_filters": int(n_first),
-        "n": int(len(prompt)),
+        "n": len(prompt),
         "prompt": summarise(prompt),
         "output": summarise(output),
         "spearman_rho": round(rho_s, 5),

@@ -3,9 +3,10 @@
 Three samplers share one interface (:class:`LengthSampler`):
 
 * :class:`EmpiricalLengths` -- ShareGPT first turns as used by the MuxServe paper
-  (docs/muxserve.md §8), from a derived summary: ``traces/sharegpt_first_turn_lengths.json``
+  (docs/muxserve.md §8), from a derived summary shipped as package data in
+  ``muxsim/data/lengths/``: ``sharegpt_first_turn_lengths.json``
   (:meth:`EmpiricalLengths.sharegpt`, sarathi-serve's 8k file, Llama-2 tokenizer) or
-  ``traces/sharegpt_v3_first_turn_lengths.json`` (:meth:`EmpiricalLengths.sharegpt_v3`,
+  ``sharegpt_v3_first_turn_lengths.json`` (:meth:`EmpiricalLengths.sharegpt_v3`,
   ShareGPT V3 sampled as the paper's benchmark does, LLaMA tokenizer). See traces/README.md;
   the raw data is never shipped.
 * :class:`FixedLengths` -- every request has the same lengths; for tests and calibration.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from importlib import resources
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -24,23 +26,31 @@ import numpy as np
 from scipy.special import ndtr
 
 __all__ = [
-    "LengthSampler",
-    "EmpiricalLengths",
-    "FixedLengths",
     "SHAREGPT_LENGTHS_PATH",
     "SHAREGPT_V3_LENGTHS_PATH",
+    "EmpiricalLengths",
+    "FixedLengths",
+    "LengthSampler",
 ]
 
-#: Derived ShareGPT first-turn summary, written by traces/derive_sharegpt_lengths.py.
-SHAREGPT_LENGTHS_PATH = (
-    Path(__file__).resolve().parents[2] / "traces" / "sharegpt_first_turn_lengths.json"
-)
 
-#: Derived ShareGPT V3 first-turn summary, written by
+def _shipped_table(name: str) -> Path:
+    """Path of a length table shipped in the ``muxsim/data/lengths/`` package data.
+
+    Found through :mod:`importlib.resources` rather than relative to a checkout, so an installed
+    wheel finds its own copy. A plain :class:`~pathlib.Path` because wheels install unzipped and
+    :class:`EmpiricalLengths` (and its users) open the table by path.
+    """
+    return Path(str(resources.files("muxsim") / "data" / "lengths" / name))
+
+
+#: Derived ShareGPT first-turn summary (package data), written by
+#: traces/derive_sharegpt_lengths.py.
+SHAREGPT_LENGTHS_PATH = _shipped_table("sharegpt_first_turn_lengths.json")
+
+#: Derived ShareGPT V3 first-turn summary (package data), written by
 #: ``traces/derive_sharegpt_lengths.py --source v3``.
-SHAREGPT_V3_LENGTHS_PATH = (
-    Path(__file__).resolve().parents[2] / "traces" / "sharegpt_v3_first_turn_lengths.json"
-)
+SHAREGPT_V3_LENGTHS_PATH = _shipped_table("sharegpt_v3_first_turn_lengths.json")
 
 
 @runtime_checkable
@@ -301,7 +311,7 @@ class ScaledLengths:
 
     @classmethod
     def matching_means(cls, base: LengthSampler, mean_prompt: float, mean_output: float,
-                       minimum: int = 4) -> "ScaledLengths":
+                       minimum: int = 4) -> ScaledLengths:
         """The scaled sampler whose mean prompt and output lengths are ``mean_prompt`` and
         ``mean_output`` tokens.
 
