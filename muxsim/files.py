@@ -1,6 +1,7 @@
 """Atomic outputs: every file and folder muxsim writes appears complete or not at all.
 
 - :func:`atomic_file`: write under a temporary name beside the target, then :func:`os.replace`.
+- :func:`write_files`: several files into one folder, all or none.
 - :func:`staged_folder`: write a whole output folder in a staging folder beside it, then rename
   it into place (an older folder at that path is moved aside first and removed only after the
   new one is in place); staging folders left by dead processes are removed.
@@ -13,10 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_file", "staged_folder", "remove_stale_staging"]
+__all__ = ["atomic_file", "remove_stale_staging", "staged_folder", "write_files"]
 
 _STAGING = ".staging-"
 
@@ -38,6 +39,45 @@ def atomic_file(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_files(folder: str | os.PathLike, writers: dict[str, Callable[[Path], None]]) -> list[Path]:
+    """Write every file of ``writers`` (file name -> ``write(tmp_path)``) under a temporary name
+    in ``folder``, then rename them all into place: all appear, or (on any failure) none, and
+    the folders this call created are removed again.
+
+    Returns:
+        The paths written, in ``writers`` order.
+
+    Raises:
+        NotADirectoryError: ``folder`` exists and is not a folder.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} exists and is not a folder")
+    made = []
+    p = folder
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmps: dict[Path, Path] = {}
+    try:
+        for name, write in writers.items():
+            final = folder / name
+            tmp = folder / f".{final.stem}.tmp-{os.getpid()}{final.suffix}"
+            tmps[final] = tmp
+            write(tmp)
+        for final, tmp in tmps.items():
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+        for d in made:  # innermost first
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    return list(tmps)
 
 
 def _pid_alive(pid: int) -> bool:

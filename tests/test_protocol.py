@@ -23,7 +23,7 @@ from muxsim.core.schedulers import DECODE, PREFILL, FCFSScheduler
 from muxsim.core.strategies import STRATEGIES, build_schedulers
 from muxsim.perf import get_latency_model
 from muxsim.perf.overhead import JobOverhead, OverheadLatency, fit_overhead
-from muxsim.runner import (
+from muxsim.experiment import (
     cell_seed,
     placement_for,
     plan_experiment,

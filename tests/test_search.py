@@ -13,8 +13,14 @@ import yaml
 from muxsim import metrics
 from muxsim.config import ExperimentConfig, load_config
 from muxsim.core.placement import PlacementContext
-from muxsim.runner import (_context, placement_for, plan_experiment, simulate_cell, simulated_placement,
-                           workload_context)
+from muxsim.experiment import (
+    placement_context,
+    placement_for,
+    plan_experiment,
+    simulate_cell,
+    simulated_placement,
+    workload_context,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +73,7 @@ def test_reference_estimator_is_available_and_more_optimistic():
     cfg = load_config(ROOT / "experiments" / "zipf_alpha.yaml")
     cell = [c for c in cfg.cells() if c.label == "alpha=0.9,scale=1"][0]
     ref = cfg.model_copy(update={"placement": cfg.placement.model_copy(update={"estimator": "reference"})})
-    ctx_m, ctx_r = _context(cfg, cell), _context(ref, cell)
+    ctx_m, ctx_r = placement_context(cfg, cell), placement_context(ref, cell)
     assert isinstance(ctx_r, PlacementContext) and ctx_r.estimator == "reference"
     # llm-0 alone on 8 GPUs at its largest batch: the reference's latency choices see less context
     # and one big prefill, so they promise more than muxsim's

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from muxsim.cli import app
 from muxsim.config import ConfigError, ExperimentConfig, load_config, trace_workload
-from muxsim.runner import cell_workload, workload_means
+from muxsim.experiment import cell_workload, workload_means
 from muxsim.workload.synth import SynthSpec, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]

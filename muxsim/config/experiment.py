@@ -136,6 +136,6 @@ class ExperimentConfig(_Strict):
         Raises:
             ConfigError: a replayed file or trace that cannot be read or synthesized.
         """
-        from muxsim.config.cells import sweep_cells
+        from .sweep import sweep_cells
 
         return sweep_cells(self)

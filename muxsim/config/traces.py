@@ -5,15 +5,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from muxsim.workload.synth import SynthSpec, synthesize
 
 from .cells import Cell, rates_over_span
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .experiment import ExperimentConfig
 
 __all__ = ["trace_cells", "trace_workload"]
 
@@ -35,7 +31,7 @@ def _synthesized(spec_json: str, duration_s: float | None):
     return df
 
 
-def trace_workload(cfg: ExperimentConfig, cell_index: int):
+def trace_workload(cfg, cell_index: int):
     """The synthesized workload of cell ``cell_index`` of a ``workload.trace`` experiment (a fresh
     copy; synthesis is cached per process, keyed on the cell's spec).
 
@@ -47,7 +43,7 @@ def trace_workload(cfg: ExperimentConfig, cell_index: int):
     return _synthesized(spec.model_dump_json(), cfg.workload.duration_s).copy()
 
 
-def trace_cells(cfg: ExperimentConfig) -> list[Cell]:
+def trace_cells(cfg) -> list[Cell]:
     """Cells of a ``workload.trace`` experiment: one per alpha of ``trace.popularity.alpha``
     (label ``alpha=<a>``, param ``alpha``), or a single cell labelled ``trace=<file stem>``
     without a power law. Per-LLM rates are each LLM's requests over the span

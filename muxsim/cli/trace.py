@@ -16,7 +16,6 @@ written under a temporary name and renamed into place once complete.
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
 from pathlib import Path
@@ -24,10 +23,14 @@ from typing import Optional
 
 import typer
 
+from muxsim.files import write_files
+
+from . import common
+from .app import trace_app
+from .common import Fail, guarded
+
 __all__ = ["trace_app", "trace_stats", "rate_over_time"]
 
-trace_app = typer.Typer(no_args_is_help=True,
-                        help="Convert, inspect and synthesize request traces (workload Parquet out).")
 
 _FORMATS_HELP = ("azure, mooncake, lengths, burstgpt, sharegpt, muxserve-workload or parquet "
                  "(detected when omitted)")
@@ -35,18 +38,10 @@ _FORMATS_HELP = ("azure, mooncake, lengths, burstgpt, sharegpt, muxserve-workloa
 MAX_BINS = 200_000
 
 
-def _cli():
-    from muxsim import cli
-
-    return cli
-
-
 def _guarded(fn) -> None:
-    """Run ``fn`` under :func:`muxsim.cli._guarded`, turning the loaders' other expected errors
-    (OS errors, tokenizer imports, YAML) into one-line failures too."""
+    """Run ``fn`` under :func:`muxsim.cli.common.guarded`, turning the loaders' other expected
+    errors (OS errors, tokenizer imports, YAML) into one-line failures too."""
     import yaml
-
-    cli = _cli()
 
     def go():
         try:
@@ -54,9 +49,9 @@ def _guarded(fn) -> None:
         except (FileNotFoundError, PermissionError, IsADirectoryError):
             raise
         except (OSError, ImportError, yaml.YAMLError) as e:
-            raise cli._Fail((str(e).splitlines() or [type(e).__name__])[0]) from None
+            raise Fail((str(e).splitlines() or [type(e).__name__])[0]) from None
 
-    cli._guarded(go)
+    guarded(go)
 
 
 def _natural_key(name: str):
@@ -259,7 +254,7 @@ def _save(df, out: Path) -> Path:
     from muxsim.workload import save_workload
 
     if out.is_dir():
-        raise _cli()._Fail(f"--out {out} is a folder; give a file name such as {out / 'workload.parquet'}")
+        raise Fail(f"--out {out} is a folder; give a file name such as {out / 'workload.parquet'}")
     made = _make_parents(out)
     try:
         return save_workload(df, out)
@@ -269,27 +264,10 @@ def _save(df, out: Path) -> Path:
 
 
 def _write_all(folder: Path, writers: dict) -> list[Path]:
-    """Write every file of ``writers`` (name -> ``write(tmp_path)``) under a temporary name in
-    ``folder``, then rename them all into place; on any failure remove the temporaries (and
-    the folder if this call created it)."""
+    """Write every file of ``writers`` into ``folder``, all or none (:func:`muxsim.files.write_files`)."""
     if folder.exists() and not folder.is_dir():
-        raise _cli()._Fail(f"--out {folder} exists and is not a folder")
-    made = _make_parents(folder / "x") if not folder.exists() else []
-    tmps: dict[Path, Path] = {}
-    try:
-        for name, write in writers.items():
-            final = folder / name
-            tmp = folder / f".{final.stem}.tmp-{os.getpid()}{final.suffix}"
-            tmps[final] = tmp
-            write(tmp)
-        for final, tmp in tmps.items():
-            os.replace(tmp, final)
-    except BaseException:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
-        _remove_empty(made)
-        raise
-    return list(tmps)
+        raise Fail(f"--out {folder} exists and is not a folder")
+    return write_files(folder, writers)
 
 
 def _plot_rates(rates, bin_s: float, title: str):
@@ -339,28 +317,27 @@ def _load(path: Path, fmt: Optional[str], llm: str, tokenizer: Optional[str], tu
     from muxsim.workload.synth import load_source
 
     if not path.exists():
-        raise _cli()._Fail(f"trace file not found: {path}")
+        raise Fail(f"trace file not found: {path}")
     if path.is_dir():
-        raise _cli()._Fail(f"{path} is a folder, not a trace file")
+        raise Fail(f"{path} is a folder, not a trace file")
     if turns not in ("first", "all"):
-        raise _cli()._Fail(f"--sharegpt-turns must be first or all, got {turns!r}")
+        raise Fail(f"--sharegpt-turns must be first or all, got {turns!r}")
     try:
         return load_source(path, fmt, llm=llm, tokenizer=tokenizer, sharegpt_turns=turns)
     except ValueError as e:  # the loaders speak of their argument; here it is an option
         msg = str(e).replace("pass fmt= one of", "pass --format, one of")
         if msg == str(e):
             raise
-        raise _cli()._Fail(msg) from None
+        raise Fail(msg) from None
 
 
 def _notes(df, path: Path) -> None:
-    cli = _cli()
     dropped = df.attrs.get("dropped_rows", 0)
     if dropped:
-        cli.console.print(f"[yellow]note:[/] {dropped:,} rows of {path} with 0 prompt or output tokens were dropped")
+        common.console.print(f"[yellow]note:[/] {dropped:,} rows of {path} with 0 prompt or output tokens were dropped")
     skipped = df.attrs.get("skipped_conversations", 0)
     if skipped:
-        cli.console.print(f"[yellow]note:[/] {skipped:,} conversations without a prompt/answer pair were skipped")
+        common.console.print(f"[yellow]note:[/] {skipped:,} conversations without a prompt/answer pair were skipped")
 
 
 @trace_app.command()
@@ -380,21 +357,20 @@ def convert(
     """Convert a trace to the workload Parquet that `workload.file` replays."""
 
     def go():
-        cli = _cli()
         df = _load(trace, fmt, llm, tokenizer, turns)
         if "arrival_s" not in df.columns:
             if rate is None:
-                raise cli._Fail(f"{trace} is a length-only trace ({df.attrs.get('format', 'no times')}): "
+                raise Fail(f"{trace} is a length-only trace ({df.attrs.get('format', 'no times')}): "
                                 "give --rate R (mean req/s) to draw arrival times [--arrival gamma --cv C] [--seed S]")
             from muxsim.workload.traces import assign_arrivals
 
             df = assign_arrivals(df, rate, seed, process=arrival, cv=cv)
         elif rate is not None or arrival != "poisson" or cv != 1.0:
-            raise cli._Fail(f"--rate/--arrival/--cv apply only to length-only traces; {trace} has arrival times")
+            raise Fail(f"--rate/--arrival/--cv apply only to length-only traces; {trace} has arrival times")
         _save(df, out)
         _notes(df, trace)
-        cli.console.print(_rates_table(trace_stats(df), f"{trace.name} -> {out.name}", True))
-        cli.console.print(f"{len(df):,} requests written to {out}")
+        common.console.print(_rates_table(trace_stats(df), f"{trace.name} -> {out.name}", True))
+        common.console.print(f"{len(df):,} requests written to {out}")
 
     _guarded(go)
 
@@ -411,9 +387,8 @@ def inspect_cmd(
     """Print per-LLM rates over time, burstiness and request-length statistics."""
 
     def go():
-        cli = _cli()
         if not (math.isfinite(bin_s) and bin_s > 0):
-            raise cli._Fail(f"--bin-s must be a finite time > 0 s, got {bin_s:g}")
+            raise Fail(f"--bin-s must be a finite time > 0 s, got {bin_s:g}")
         df = _load(trace, fmt, llm, tokenizer)
         timed = "arrival_s" in df.columns
         rates = rate_over_time(df, bin_s) if timed else None
@@ -441,21 +416,21 @@ def inspect_cmd(
         title = f"{trace.name}: {len(df):,} requests"
         if timed:
             title += f" over {stats.end_s.iloc[-1] - stats.start_s.iloc[-1]:.1f} s"
-        cli.console.print(_rates_table(stats, title, timed))
-        cli.console.print(_lengths_table(stats, "request lengths (tokens)"))
+        common.console.print(_rates_table(stats, title, timed))
+        common.console.print(_lengths_table(stats, "request lengths (tokens)"))
         if not timed:
-            cli.console.print("[yellow]note:[/] length-only trace: no arrival times, so no rates or burstiness "
+            common.console.print("[yellow]note:[/] length-only trace: no arrival times, so no rates or burstiness "
                               "(`muxsim trace convert --rate R` draws them)")
         else:
             n_bins = int(rates["bin_start_s"].nunique())
             if n_bins <= 24 and stats.shape[0] <= 13:
-                cli.console.print(_bins_table(rates, bin_s))
+                common.console.print(_bins_table(rates, bin_s))
             else:
-                cli.console.print(f"rate over time: {n_bins:,} bins of {bin_s:g} s"
+                common.console.print(f"rate over time: {n_bins:,} bins of {bin_s:g} s"
                                   + ("; the series is in rate_over_time.csv/.png" if out is not None
                                      else "; --out DIR writes the series and a plot"))
         if out is not None:
-            cli.console.print(f"outputs: {', '.join(str(out / n) for n in writers)}")
+            common.console.print(f"outputs: {', '.join(str(out / n) for n in writers)}")
 
     _guarded(go)
 
@@ -470,16 +445,15 @@ def synth(
     def go():
         from muxsim.workload.synth import load_synth_spec, synthesize
 
-        cli = _cli()
         s = load_synth_spec(spec)
         try:
             df = synthesize(s, base_dir=spec.parent)
         except (ValueError, OSError) as e:  # name the spec, as load_synth_spec does
-            raise cli._Fail(f"{spec}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+            raise Fail(f"{spec}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
         _save(df, out)
         stats = trace_stats(df)
-        cli.console.print(_rates_table(stats, f"{spec.name}: {len(df):,} requests, {df['llm'].nunique()} LLMs", True))
+        common.console.print(_rates_table(stats, f"{spec.name}: {len(df):,} requests, {df['llm'].nunique()} LLMs", True))
         span = stats.end_s.iloc[-1] - stats.start_s.iloc[-1]
-        cli.console.print(f"{len(df):,} requests over {span:.1f} s written to {out}")
+        common.console.print(f"{len(df):,} requests over {span:.1f} s written to {out}")
 
     _guarded(go)

@@ -32,10 +32,11 @@ import pandas as pd
 from muxsim import metrics
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import ConfigError, ExperimentConfig
+from muxsim.experiment import placement_kinds, seq_tokens, strategy_placement
+from muxsim.files import atomic_file
 from muxsim.live.speed import ScaledLatency, SpeedTrace, probe_speed
-from muxsim.runner import placement_kinds, seq_tokens, strategy_placement
 
-__all__ = ["ValidationResult", "engine_factory", "pinned_cores", "calibrate_for", "compare", "validate_experiment", "plot_attainment",
+__all__ = ["ValidationResult", "engine_factory", "pinned_cores", "calibrate_for", "compare", "validate_experiment", "plot_attainment", "write_validation",
            "COMPARED_METRICS"]
 
 #: Metrics compared besides SLO attainment (summary column names).
@@ -85,7 +86,7 @@ def engine_factory(name: str) -> Callable:
         if missing:
             raise ConfigError(f"live.engine 'transformers' needs the 'live' extra: {', '.join(missing)} "
                               "not installed (pip install -e '.[live]')")
-        from muxsim.live.hf import TransformersEngine
+        from muxsim.live.transformers import TransformersEngine
 
         return TransformersEngine
     if name == "vllm":
@@ -95,7 +96,7 @@ def engine_factory(name: str) -> Callable:
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError("live.engine 'vllm' needs the 'vllm' extra: vllm not installed "
                               "(pip install -e '.[vllm]'); vLLM runs on CUDA GPUs only, not on CPU")
-        from muxsim.live.vllm_engine import VLLMEngine
+        from muxsim.live.vllm import VLLMEngine
 
         return VLLMEngine
     raise ConfigError(f"unknown live.engine {name!r}; allowed: transformers, vllm")
@@ -126,7 +127,7 @@ def calibrate_for(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool = Fals
         ConfigError: no ``live`` section, or the engine's extra is not installed.
     """
     from muxsim.live.calibrate import run_calibration
-    from muxsim.perf.fitted import fit_and_save, load_calibration
+    from muxsim.perf.calibration import fit_and_save, load_calibration
 
     if cfg.live is None:
         raise ConfigError("the config has no 'live' section (engine, device, threads, calibration)")
@@ -150,7 +151,7 @@ def calibrate_for(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool = Fals
         # no tensor parallelism), so the curve measured on one device is the curve of every
         # mesh size the placements may use; fitting it under each size keeps the latency model
         # from scaling it as if the work were split over the mesh.
-        from muxsim.live.calibrate import read_calibration
+        from muxsim.perf.table import read_calibration
 
         df = read_calibration(table)
         sizes = [g for g in (1, 2, 4, 8, 16) if g <= cfg.cluster.gpus_per_node]
@@ -192,15 +193,15 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
         muxsim.core.placement.PlacementError: infeasible placement.
         muxsim.live.engine.EngineError: the engine failed.
     """
-    from muxsim.live.driver import load_models
-    from muxsim.live.engine import Partition
-    from muxsim.runner import (
+    from muxsim.experiment import (
         cell_workload,
         placement_for,
         request_counts,
         simulate_cell,
         simulated_placement,
     )
+    from muxsim.live.driver import load_models
+    from muxsim.live.engine import Partition
 
     say = progress or (lambda label: None)
     latency, fitted, _ = calibrate_for(cfg, out_dir, recalibrate,
@@ -321,8 +322,35 @@ def plot_attainment(summary: pd.DataFrame, path: Path) -> Path:
                     height=3.6, aspect=1.3, facet_kws={"sharey": True})
     g.set(xscale="log", ylim=(-0.02, 1.02), xlabel="SLO scale", ylabel="SLO attainment")
     g.figure.suptitle("SLO attainment: simulated vs measured", y=1.03)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    g.figure.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    with atomic_file(path) as tmp:
+        g.figure.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(g.figure)
-    os.replace(tmp, path)
     return path
+
+
+def write_validation(res: ValidationResult, cfg: ExperimentConfig, folder: Path) -> list[Path]:
+    """Write a validation's outputs into ``folder`` (a staging folder: the caller renames it into
+    place): ``requests.parquet``, ``summary.parquet``, ``jobs.parquet``, ``comparison.csv``,
+    ``slo_attainment.png`` (:func:`plot_attainment`), ``config.resolved.yaml`` and ``run.json``
+    (seed, version, each live run's job overhead and machine speed)."""
+    import json
+
+    import yaml
+
+    from muxsim._version import __version__
+
+    folder = Path(folder)
+    res.requests.to_parquet(folder / "requests.parquet", index=False)
+    res.summary.to_parquet(folder / "summary.parquet", index=False)
+    res.jobs.to_parquet(folder / "jobs.parquet", index=False)
+    res.comparison.to_csv(folder / "comparison.csv", index=False, float_format="%.6g")
+    plot_attainment(res.summary, folder / "slo_attainment.png")
+    (folder / "config.resolved.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    (folder / "run.json").write_text(json.dumps({
+        "seed": cfg.seed, "version": __version__,
+        "job_overhead_s": {f"{c} | {s}": v for (c, s), v in res.overheads_s.items()},
+        "speed": {f"{c} | {s}": {"factors": v["factors"].as_dict(), "before": v["before"].as_dict(),
+                                 "after": v["after"].as_dict(), "drift": v["drift"],
+                                 "attempts": v["attempts"], "replay": v["replay"]}
+                  for (c, s), v in res.speeds.items()}}, indent=1))
+    return sorted(folder.iterdir())

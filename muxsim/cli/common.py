@@ -1,0 +1,76 @@
+"""What every command shares: the consoles, the one-line error, the guard that turns expected
+errors into it, and loading a config.
+
+Bad input ends with a one-line ``error: ...`` on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+__all__ = ["Fail", "console", "err_console", "fail", "guarded", "load", "reset_consoles"]
+
+
+def _consoles() -> tuple[Console, Console]:
+    """Consoles for results and for progress/errors; wide when output is not a terminal, so
+    tables in logs and CI are not wrapped."""
+    out = Console()
+    width = None if out.is_terminal else 160
+    return Console(width=width), Console(stderr=True, width=width)
+
+
+console, err_console = _consoles()
+
+
+def reset_consoles() -> None:
+    """Make the consoles afresh (a command run in-process by a test runner gets its streams)."""
+    global console, err_console
+    console, err_console = _consoles()
+
+
+class Fail(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def fail(msg: str) -> None:
+    """Print ``error: <msg>`` on stderr and exit with code 2.
+
+    Raises:
+        typer.Exit: always.
+    """
+    from rich.markup import escape
+
+    # escaped: messages quote things like pip install -e '.[vllm]', which is not markup
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def guarded(fn):
+    """Call ``fn()``, turning the errors bad input can raise into one line and exit code 2."""
+    from muxsim.catalog import UnknownNameError
+    from muxsim.config import ConfigError
+    from muxsim.core.placement import PlacementError
+    from muxsim.live.engine import EngineError
+
+    try:
+        return fn()
+    except (ConfigError, PlacementError, UnknownNameError, EngineError, Fail) as e:
+        fail(str(e))
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+def load(config: Path, seed: int | None):
+    """The validated experiment config of file ``config``, its seed replaced by ``seed`` when
+    given.
+
+    Raises:
+        muxsim.config.ConfigError: a bad config (one line).
+    """
+    from muxsim.config import load_config
+
+    overrides = {"seed": seed} if seed is not None else None
+    return load_config(config, overrides)

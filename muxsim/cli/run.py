@@ -1,0 +1,194 @@
+"""``muxsim run | workload | place``: an experiment's simulation, its workloads, its placements."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import common
+from .app import app
+from .common import Fail, guarded, load, reset_consoles
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="experiment YAML, e.g. experiments/zipf_alpha.yaml"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default results/<name>)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", min=1, help="worker processes"),
+):
+    """Simulate every cell of an experiment under every strategy and write tables and plots."""
+
+    def go():
+        import time
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        from muxsim import report
+        from muxsim.experiment import (
+            experiment_results,
+            placement_kinds,
+            preflight,
+            run_experiment,
+        )
+
+        reset_consoles()
+        cfg = load(config, seed)
+        preflight(cfg)
+        out_dir = out if out is not None else Path("results") / cfg.name
+        cells = cfg.cells()
+        total = len(cells) * (len(placement_kinds(cfg)) + len(cfg.strategies))
+        t0 = time.perf_counter()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=common.err_console, transient=False) as bar:
+            task = bar.add_task(f"{cfg.name}: {len(cells)} cells x {len(cfg.strategies)} strategies", total=total)
+            plans, runs = run_experiment(cfg, jobs=jobs,
+                                         progress=lambda label: bar.update(task, advance=1, description=label))
+        wall = time.perf_counter() - t0
+        res = experiment_results(cfg, plans, runs)
+        res.write(out_dir)
+        con = common.console
+        report.print_report(res.summary, res.ratios, console=con)
+        if res.roofline:
+            con.print(f"[yellow]note:[/] roofline latency (not calibrated) used for: {', '.join(res.roofline)}")
+        if res.fitted_scaled:
+            con.print(f"[yellow]note:[/] latency scaled from a fitted GPU count (mesh size not profiled) "
+                      f"used for: {', '.join(res.fitted_scaled)}")
+        cpu_s = max(res.worker_s, 1e-9)
+        con.print(
+            f"{res.n_requests:,} requests in {wall:.1f} s wall ({jobs} jobs): {res.n_requests / cpu_s:,.0f} "
+            f"simulated requests per CPU second, {res.sim_time_s / cpu_s:,.0f} simulated s per CPU second")
+        con.print(f"outputs: {out_dir}")
+
+    guarded(go)
+
+
+@app.command()
+def workload(
+    config: Path = typer.Argument(..., help="experiment YAML"),
+    out: Path = typer.Option(..., "--out", help="folder for workload_<cell index>.parquet files"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+):
+    """Draw every cell's workload and save it as Parquet, without simulating."""
+
+    def go():
+        from muxsim.experiment import plan_experiment, preflight, save_workloads
+
+        cfg = load(config, seed)
+        preflight(cfg)
+        plans = plan_experiment(cfg, simulated=False)
+        out.mkdir(parents=True, exist_ok=True)
+        for path, p in zip(save_workloads(plans, out), plans):
+            common.console.print(f"{p.cell.label}: {path} ({len(p.workload):,} requests)")
+
+    guarded(go)
+
+
+@app.command()
+def place(
+    config: Path = typer.Argument(..., help="experiment YAML"),
+    strategy: str = typer.Option("muxserve", "--strategy", help="a strategy of the registry (its placement is shown)"),
+    check: bool = typer.Option(False, "--check", help="also simulate the placement on the cell's workload and "
+                               "print what it served next to the estimate"),
+    cell: Optional[str] = typer.Option(None, "--cell", help="only the cell with this label"),
+):
+    """Print the placement of every cell and its estimated throughput (with --check, the
+    simulated throughput beside it, per LLM and mesh)."""
+
+    def go():
+        import time
+
+        from rich.table import Table
+
+        from muxsim import metrics
+        from muxsim.core.strategies import STRATEGIES
+        from muxsim.experiment import (
+            placement_for,
+            plan_experiment,
+            preflight,
+            simulate_cell,
+            strategy_placement,
+        )
+
+        if strategy not in STRATEGIES:
+            raise Fail(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+        cfg = load(config, None)
+        if strategy not in cfg.strategies:
+            cfg = cfg.model_copy(update={"strategies": [*cfg.strategies, strategy]})
+        kind = strategy_placement(cfg, strategy)
+        preflight(cfg)
+        cells = cfg.cells()
+        if cell is not None:
+            cells = [c for c in cells if c.label == cell]
+            if not cells:
+                raise Fail(f"--cell {cell!r} is not a cell of {config}; cells: "
+                            + ", ".join(c.label for c in cfg.cells()))
+        for c in cells:
+            t0 = time.perf_counter()
+            served = {}
+            if check or kind == "simulated":
+                (plan,) = plan_experiment(cfg.model_copy(update={"strategies": [strategy]}), cells=[c])
+                p = plan.placements[kind]
+            if check:
+                res = simulate_cell(cfg, c, strategy, p, plan.workload)
+                summ = metrics.summarize(res.requests.assign(cell=c.label, strategy=strategy), cfg.slo.scales,
+                                         cfg.slo.goodput_scale)
+                served = summ.set_index("llm").to_dict("index")
+            elif kind != "simulated":
+                p = placement_for(cfg, c, kind)
+            dt = time.perf_counter() - t0
+            rate = dict(zip(cfg.llm_names(), c.rates))
+            model = dict(zip(cfg.llm_names(), cfg.llm_models()))
+            att = metrics.attainment_column(cfg.slo.goodput_scale)
+            how = (f"{p.search.get('candidates_simulated', 0)} candidates simulated, score {p.score:.2f}"
+                   if p.method == "simulated" else f"{p.layouts_searched} layouts, score {p.score:.2f}"
+                   if p.method == "analytic" else "")
+            t = Table(title=f"{cfg.name} {c.label}: {strategy} ({p.method} placement"
+                            + (f", {how}" if how else "") + f"{'; simulated' if check else ''}, {dt:.2f} s)")
+            cols = ["node", "GPUs", "LLM", "model", "rate req/s", "SM prefill/decode %", "est. req/s"]
+            if check:
+                cols += ["requests", "sim. req/s", "sim./est.", "TTFT p50 (s)", f"SLO @{cfg.slo.goodput_scale:g}"]
+            for col in cols:
+                t.add_column(col, justify="right" if col not in ("LLM", "model") else "left")
+
+            def sim_cells(names):
+                rows = [served[n] for n in names if n in served]
+                thr = sum(r["throughput_rps"] for r in rows)
+                est = sum(p.est_throughput.get(n, 0.0) for n in names)
+                n = sum(r["n_requests"] for r in rows)
+                return [f"{n:,}", f"{thr:.2f}", f"{thr / est:.2f}" if est > 0 else "n/a"]
+
+            for m in p.meshes:
+                for k, name in enumerate(m.llms):
+                    pf, dec = m.sm[name]
+                    gpus = f"{m.first_gpu}-{m.first_gpu + m.gpus - 1}" if m.gpus > 1 else f"{m.first_gpu}"
+                    row = [str(m.node) if k == 0 else "", gpus if k == 0 else "", name, model[name],
+                           f"{rate[name]:.2f}", f"{pf:g}/{dec:g}", f"{p.est_throughput.get(name, float('nan')):.2f}"]
+                    if check:
+                        r = served.get(name)
+                        row += sim_cells([name]) + ([f"{r['ttft_p50_s']:.2f}", f"{r[att]:.0%}"]
+                                                    if r is not None else ["", ""])
+                    t.add_row(*row)
+                if check and len(m.llms) > 1:
+                    est = sum(p.est_throughput.get(n, 0.0) for n in m.llms)
+                    t.add_row("", "", "mesh", "", f"{sum(rate[n] for n in m.llms):.2f}", "", f"{est:.2f}",
+                              *sim_cells(m.llms), "", "", style="italic")
+                t.add_section()
+            common.console.print(t)
+            line = (f"estimated throughput {p.total_est_throughput:.2f} req/s of {sum(c.rates):.2f} req/s offered")
+            if check:
+                thr = sum(r["throughput_rps"] for n, r in served.items() if n != "all")
+                line += (f"; simulated {thr:.2f} req/s (sum of per-LLM throughputs, "
+                         f"{thr / p.total_est_throughput:.2f}x the estimate)")
+            common.console.print(line)
+
+    guarded(go)
