@@ -31,6 +31,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from muxsim.metrics import ALL_LLMS, attainment_column, base_attainment_column, sweep_columns  # noqa: E402
+from muxsim.files import atomic_file  # noqa: E402
 
 __all__ = [
     "OUTPUT_FILES",
@@ -175,16 +176,10 @@ def print_report(
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` for a temporary file beside ``path``, then move it onto ``path``."""
-    path = Path(path)
-    # The real suffix stays last so writers that infer the format from it (savefig) still can.
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
-    try:
+    """Call ``write(tmp)`` for a temporary file beside ``path``, then move it onto ``path``
+    (:func:`muxsim.files.atomic_file`)."""
+    with atomic_file(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _save_figure(fig: matplotlib.figure.Figure, path: str | os.PathLike) -> Path:
