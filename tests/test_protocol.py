@@ -348,3 +348,19 @@ def test_strategy_registry_names_every_strategy_once():
     cfg = _small()
     with pytest.raises(ValueError, match="unknown strategy 'rr'; allowed: muxserve"):
         ExperimentConfig.model_validate({**cfg.model_dump(), "strategies": ["rr"]})
+
+
+def test_a_strategy_added_to_the_registry_runs_end_to_end(monkeypatch):
+    """Adding a strategy is one entry in muxsim.core.strategies.STRATEGIES: config validation,
+    the placement kinds and the simulation all read it from there."""
+    from muxsim.core import strategies
+
+    base = strategies.STRATEGIES["roundrobin"]
+    new = strategies.Strategy("rr-copy", base.placement, base.make, "a copy of roundrobin, for this test")
+    monkeypatch.setitem(strategies.STRATEGIES, "rr-copy", new)
+    cfg = _small()
+    cfg = ExperimentConfig.model_validate({**cfg.model_dump(), "strategies": ["roundrobin", "rr-copy"]})
+    plans, runs = run_experiment(cfg)
+    assert [r.strategy for r in runs] == ["roundrobin", "rr-copy"] * len(plans)
+    for a, b in zip(runs[::2], runs[1::2]):
+        pd.testing.assert_frame_equal(a.requests.drop(columns="strategy"), b.requests.drop(columns="strategy"))

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from muxsim.core.strategies import STRATEGIES
+
 from . import common
 from .app import app
 from .common import Fail, guarded, load, reset_consoles
@@ -96,7 +98,8 @@ def workload(
 @app.command()
 def place(
     config: Path = typer.Argument(..., help="experiment YAML"),
-    strategy: str = typer.Option("muxserve", "--strategy", help="a strategy of the registry (its placement is shown)"),
+    strategy: str = typer.Option("muxserve", "--strategy", help="the strategy whose placement is shown: "
+                                 + ", ".join(STRATEGIES) + " (see `muxsim strategies`)"),
     check: bool = typer.Option(False, "--check", help="also simulate the placement on the cell's workload and "
                                "print what it served next to the estimate"),
     cell: Optional[str] = typer.Option(None, "--cell", help="only the cell with this label"),
@@ -192,3 +195,16 @@ def place(
             common.console.print(line)
 
     guarded(go)
+
+
+@app.command()
+def strategies():
+    """List the strategies an experiment may name (the registry, muxsim.core.strategies)."""
+    from rich.table import Table
+
+    t = Table(title="strategies (config key `strategies`)")
+    for col in ("name", "placement", "description"):
+        t.add_column(col, overflow="fold")
+    for s in STRATEGIES.values():
+        t.add_row(s.name, s.placement, s.description)
+    common.console.print(t)

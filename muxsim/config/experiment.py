@@ -48,8 +48,8 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _known_strategies(cls, v):
         for s in v:
-            if s not in STRATEGIES:
-                raise ValueError(f"unknown strategy {s!r}; allowed: {', '.join(STRATEGIES)}")
+            if s not in _REGISTRY:  # the registry itself, so a strategy added to it is accepted
+                raise ValueError(f"unknown strategy {s!r}; allowed: {', '.join(_REGISTRY)}")
         if len(set(v)) != len(v):
             raise ValueError(f"strategies must be unique, got {v}")
         return v

@@ -18,7 +18,12 @@ from muxsim.catalog import GPUSpec, ModelSpec
 from muxsim.core.llm import LLMRuntime
 from muxsim.core.memory import kv_blocks_per_gpu
 from muxsim.core.placement import Placement
-from muxsim.core.schedulers import ADBSScheduler, FCFSScheduler, MeshScheduler, VLLMScheduler
+from muxsim.core.schedulers import (
+    ADBSScheduler,
+    FCFSScheduler,
+    MeshScheduler,
+    VLLMScheduler,
+)
 
 __all__ = ["Strategy", "STRATEGIES", "get_strategy", "build_schedulers"]
 
@@ -36,6 +41,8 @@ class Strategy:
         description: one line for help texts and the README.
         dedicated: one LLM per mesh with its own KV cache, sized by
             ``cfg.spatial_kv_fraction`` (the reference benchmark's spatial baseline).
+        serial: a mesh runs one job at a time (validation then measures the machine's speed
+            with one job at a time too, unless several meshes run at once).
     """
 
     name: str
@@ -43,6 +50,7 @@ class Strategy:
     make: Callable[..., MeshScheduler]
     description: str
     dedicated: bool = False
+    serial: bool = False
 
 
 def _common(cfg) -> dict:
@@ -78,7 +86,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
              "batching, KV cache = scheduler.spatial_kv_fraction of GPU memory", dedicated=True),
     Strategy("temporal", "muxserve", _fcfs,
              "temporal multiplexing: MuxServe's placement, the reference's fcfs approach, one job "
-             "at a time at the whole GPU (no MPS)"),
+             "at a time at the whole GPU (no MPS)", serial=True),
     Strategy("roundrobin", "muxserve", _adbs(False),
              "MuxServe's placement and ADBS without quota adaptation (the reference's roundrobin)"),
     Strategy("muxserve+sim", "simulated", _adbs(True),

@@ -32,6 +32,7 @@ import pandas as pd
 from muxsim import metrics
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import ConfigError, ExperimentConfig
+from muxsim.core.strategies import get_strategy
 from muxsim.experiment import placement_kinds, seq_tokens, strategy_placement
 from muxsim.files import atomic_file
 from muxsim.live.speed import ScaledLatency, SpeedTrace, probe_speed
@@ -286,7 +287,7 @@ def _steady_live_run(engine, args, latency, cfg: ExperimentConfig, say, label: s
     live = cfg.live
     # measure the speed under the concurrency the run will have: jobs of several LLMs at once
     # unless one mesh runs one job at a time
-    concurrent = strategy != "temporal" or len(placement.meshes) > 1
+    concurrent = not get_strategy(strategy).serial or len(placement.meshes) > 1
     for attempt in range(1, live.retries + 2):
         before = probe_speed(engine, curves, repeats=2, concurrent=concurrent)
         res = run_live(RunSpec(*args, latency, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s,
