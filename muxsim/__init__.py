@@ -5,4 +5,4 @@ scheduling with prefill and decode jobs on their own SM shares -- and its baseli
 partitioning, temporal multiplexing), driven by latency curves fitted to real A100 measurements.
 """
 
-__version__ = "0.1.0"
+from muxsim._version import __version__ as __version__
