@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--csv", type=Path)
     args = ap.parse_args()
     if args.calibration:
-        from muxsim.perf.fitted import load_calibration
+        from muxsim.perf.calibration import load_calibration
 
         latency = load_calibration(args.calibration)
     else:

@@ -1,5 +1,5 @@
-"""Calibration sweeps (``muxsim.live.calibrate``) with the real transformers engine, and the fit
-of their Parquet tables (``muxsim.perf.fitted``).
+"""Calibration sweeps (``muxsim.live.calibrate``) with the real transformers engine, their
+Parquet tables (``muxsim.perf.table``) and the fit of those (``muxsim.perf.calibration``).
 
 The sweeps run real forward passes of the catalog's ``llama-tiny-s`` in single-thread worker
 processes (``muxsim.live.hf.TransformersEngine``); they skip when torch or transformers is not
@@ -18,17 +18,18 @@ import pandas as pd
 import pytest
 
 from muxsim.catalog import get_gpu, get_model
-from muxsim.live.calibrate import (
+from muxsim.live.calibrate import run_calibration
+from muxsim.live.engine import Partition
+from muxsim.perf.calibration import fit_and_save, load_calibration
+from muxsim.perf.fitting import fit_profile
+from muxsim.perf.profile import PROFILE_COLUMNS
+from muxsim.perf.table import (
     CALIBRATION_COLUMNS,
     POINT_COLUMNS,
     ROW_KEY_COLUMNS,
     calibration_to_profile,
     read_calibration,
-    run_calibration,
 )
-from muxsim.live.engine import Partition
-from muxsim.perf.fitted import fit_and_save, fit_profile, load_calibration
-from muxsim.perf.profile import PROFILE_COLUMNS
 
 MODEL = "llama-tiny-s"
 CPU = get_gpu("cpu-core")
@@ -246,7 +247,7 @@ def test_fit_of_real_sweep_meets_bar_and_ignores_sm(fit_sweep):
     _, report = fit_profile(calibration_to_profile(table), gpu="cpu-core")
     assert _overall(report).median_abs_rel_err <= 2 * MEDIAN_BAR, report.to_string()
     # One measured SM share: the policy's share does not change a CPU worker's latency.
-    from muxsim.perf.fitted import FittedCurve
+    from muxsim.perf.curves import FittedCurve
 
     c = FittedCurve(MODEL, 1, "cpu-core", curves["prefill"], curves["decode"])
     for sm in (5, 30, 55.5, 100, 120):
@@ -272,7 +273,7 @@ def test_fit_and_save_parquet(fit_sweep, tmp_path, monkeypatch):
     model = load_calibration(out)
     assert model.calibrated == [(MODEL, 1)]
     monkeypatch.setenv("MUXSIM_CALIBRATION_DIR", str(out.parent))
-    from muxsim.perf.fitted import default_latency_model
+    from muxsim.perf.calibration import default_latency_model
 
     curve = default_latency_model("cpu-core").curve(get_model(MODEL), 1, CPU)
     assert curve.source == "fitted" and curve.model == MODEL
@@ -318,7 +319,7 @@ def test_fit_single_sm_share_full_and_reduced_forms():
 
 def test_fit_two_sm_shares_still_depends_on_sm():
     coeffs, _ = fit_profile(_synthetic(sms=(50, 100)), gpu="cpu-core")
-    from muxsim.perf.fitted import FittedCurve
+    from muxsim.perf.curves import FittedCurve
 
     c = coeffs["curves"]["llama-tiny-s"]["1"]
     curve = FittedCurve("llama-tiny-s", 1, "cpu-core", c["prefill"], c["decode"])

@@ -18,24 +18,26 @@ from hypothesis import strategies as st
 
 from muxsim.catalog import GPUS, MODELS, get_gpu, get_model
 from muxsim.perf.base import LatencyCurve
-from muxsim.perf.fitted import (
-    FittedCurve,
-    FittedLatencyModel,
+from muxsim.perf.calibration import (
+    CALIBRATION_DIR_ENV,
     calibration_dir,
     default_latency_model,
     fit_and_save,
-    fit_profile,
     get_latency_model,
     load_calibration,
     save_calibration,
+    shipped_calibration_dir,
 )
+from muxsim.perf.curves import FittedCurve, FittedLatencyModel
+from muxsim.perf.fitting import fit_profile
 from muxsim.perf.profile import PROFILE_COLUMNS, load_profile
 from muxsim.perf.roofline import RooflineCurve
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PROFILE = DATA / "profiles" / "muxserve_llama_a100_80g.json"
-CALIBRATION = REPO / "calibration" / "a100-80gb.json"
+# Shipped as package data (pyproject.toml), found by muxsim.perf.calibration.calibration_dir.
+CALIBRATION = REPO / "muxsim" / "data" / "calibration" / "a100-80gb.json"
 
 needs_profile = pytest.mark.skipif(
     not PROFILE.is_file(),
@@ -292,6 +294,28 @@ def test_default_model_sources(monkeypatch, tmp_path):
     assert empty.curve(get_model("llama-7b"), 1, A100).source == "roofline"
     assert get_latency_model("a100-80gb").curve(get_model("llama-7b"), 1, A100).source == (
         "roofline")
+
+
+def test_calibration_lookup(monkeypatch, tmp_path):
+    # Unset or empty: the files shipped as package data, this checkout's copy here.
+    monkeypatch.delenv(CALIBRATION_DIR_ENV, raising=False)
+    assert calibration_dir() == shipped_calibration_dir()
+    assert Path(str(shipped_calibration_dir() / "a100-80gb.json")).resolve() == CALIBRATION
+    monkeypatch.setenv(CALIBRATION_DIR_ENV, "")
+    assert calibration_dir() == shipped_calibration_dir()
+    assert default_latency_model("a100-80gb").calibrated == load_calibration(
+        CALIBRATION).calibrated
+    # Set: that folder replaces the shipped one; a file there is found, one for another GPU
+    # is refused.
+    doc = json.loads(CALIBRATION.read_text())
+    (tmp_path / "a100-80gb.json").write_text(json.dumps(doc))
+    (tmp_path / "h100-80gb.json").write_text(json.dumps(doc))
+    monkeypatch.setenv(CALIBRATION_DIR_ENV, str(tmp_path))
+    assert calibration_dir() == tmp_path
+    assert default_latency_model("a100-80gb").calibrated == load_calibration(
+        CALIBRATION).calibrated
+    with pytest.raises(ValueError, match="holds GPU 'a100-80gb', expected 'h100-80gb'"):
+        default_latency_model("h100-80gb")
 
 
 def test_edge_inputs():

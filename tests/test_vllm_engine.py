@@ -377,7 +377,8 @@ def test_load_failure_is_a_one_line_engine_error():
 
 @needs_live
 def test_calibration_runs_on_the_engine(tmp_path):
-    from muxsim.live.calibrate import read_calibration, run_calibration
+    from muxsim.live.calibrate import run_calibration
+    from muxsim.perf.table import read_calibration
 
     out = tmp_path / "cal.parquet"
     table = run_calibration(lambda: VLLMEngine(backend=FAKE, load_timeout_s=120), ["llama-tiny-s"], 1,

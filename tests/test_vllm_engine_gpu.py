@@ -91,7 +91,8 @@ def test_measure_times_prefill_and_decode(engine):
 
 
 def test_calibration_sweep(tmp_path):
-    from muxsim.live.calibrate import calibration_to_profile, run_calibration
+    from muxsim.live.calibrate import run_calibration
+    from muxsim.perf.table import calibration_to_profile
 
     out = tmp_path / "cal.parquet"
     table = run_calibration(lambda: VLLMEngine(load_timeout_s=900), ["llama-tiny-s"], 1, [100],

@@ -4,37 +4,14 @@
 the grid ``model x sm_pct x batch x seq``, asks the engine (:meth:`muxsim.live.engine.Engine.
 measure`) to prefill ``batch`` prompts of ``seq`` tokens and to time decode iterations of that
 batch (context ``seq`` tokens per request), ``warmup`` discarded runs then ``repeats`` timed
-ones of each phase. :func:`calibration_to_profile` turns the table into the frame of
-:func:`muxsim.perf.profile.load_profile`, which :func:`muxsim.perf.fitted.fit_profile` fits
-(``muxsim calibrate fit FILE.parquet`` does both).
+ones of each phase. The table's schema, its reader and :func:`~muxsim.perf.table.
+calibration_to_profile` (to the frame :func:`muxsim.perf.fitting.fit_profile` fits; ``muxsim
+calibrate fit FILE.parquet`` does both) are in :mod:`muxsim.perf.table`, below the engines, so
+that the latency model reads tables without importing this layer.
 
-Schema of the Parquet file (one row per point and phase; sorted by the first nine columns)::
-
-    column          type     meaning
-    engine          string   engine that measured (e.g. "transformers")
-    device          string   "cpu" or a CUDA device ("cuda:0")
-    threads         int64    CPU threads of the model's worker (1 on a shared machine)
-    model           string   catalog model name (muxsim.catalog), e.g. "llama-tiny-s"
-    n_gpus          int64    GPUs of the mesh the point stands for (a label: the engine runs
-                             each model on one partition, without tensor parallelism)
-    sm_pct          float64  SM share asked for (%, in (0, 100]); on CPU only a label, since
-                             a single-thread worker's speed does not depend on it
-    batch           int64    sequences in the job
-    seq             int64    prompt tokens per sequence (prefill) = context tokens per
-                             sequence (decode)
-    phase           string   "prefill" (one job over batch x seq tokens) or "decode" (one
-                             iteration of batch requests holding batch x seq KV tokens)
-    n               int64    timed repeats (warm-up runs excluded)
-    median_ms       float64  median duration of the repeats, ms
-    p10_ms, p90_ms  float64  10th / 90th percentile (linear interpolation), ms
-    min_ms, max_ms  float64  fastest / slowest repeat, ms
-    muxsim_version  string   muxsim version that measured the point
-
-A point is identified by (engine, device, threads, model, n_gpus, sm_pct, batch, seq); every
-point has exactly one prefill and one decode row. The file is rewritten atomically (temporary
-file in the same folder, then :func:`os.replace`) after every point, so an interrupted sweep
-loses at most the point in progress, and a second run with the same output resumes: points
-already present are skipped, the others appended.
+The file is rewritten atomically (temporary file in the same folder, then :func:`os.replace`)
+after every point, so an interrupted sweep loses at most the point in progress, and a second run
+with the same output resumes: points already present are skipped, the others appended.
 """
 
 from __future__ import annotations
@@ -48,137 +25,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from muxsim import __version__
+from muxsim._version import __version__
 from muxsim.catalog import get_model
 from muxsim.live.engine import Engine, EngineError, Partition
+from muxsim.perf.table import (
+    CALIBRATION_COLUMNS,
+    POINT_COLUMNS,
+    point_label,
+    read_calibration,
+    typed_calibration,
+)
 
-__all__ = [
-    "POINT_COLUMNS",
-    "ROW_KEY_COLUMNS",
-    "CALIBRATION_COLUMNS",
-    "PHASES",
-    "PROFILE_STATS",
-    "run_calibration",
-    "read_calibration",
-    "validate_calibration",
-    "calibration_to_profile",
-]
+__all__ = ["ROUND_TRIP_DECODE_STEPS", "measure_round_trip", "run_calibration"]
 
-#: Columns identifying one measured point (both phases).
-POINT_COLUMNS = ["engine", "device", "threads", "model", "n_gpus", "sm_pct", "batch", "seq"]
-#: Columns identifying one row.
-ROW_KEY_COLUMNS = POINT_COLUMNS + ["phase"]
-_STAT_COLUMNS = ["n", "median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms"]
-#: All columns of a calibration table, in file order.
-CALIBRATION_COLUMNS = ROW_KEY_COLUMNS + _STAT_COLUMNS + ["muxsim_version"]
-#: Phase values, in row order within a point.
-PHASES = ("decode", "prefill")
-
-_STR_COLS = ("engine", "device", "model", "phase", "muxsim_version")
-_INT_COLS = ("threads", "n_gpus", "batch", "seq", "n")
-_FLOAT_COLS = ("sm_pct", "median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
-
-
-# --------------------------------------------------------------------------------------------
-# Schema
-
-
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    """The table with the schema's dtypes, columns in order, rows sorted by the row key."""
-    df = df[CALIBRATION_COLUMNS].astype(
-        {**{c: "int64" for c in _INT_COLS}, **{c: "float64" for c in _FLOAT_COLS}})
-    for c in _STR_COLS:
-        df[c] = df[c].astype(str)
-    return df.sort_values(ROW_KEY_COLUMNS, ignore_index=True, kind="stable")
-
-
-def validate_calibration(df: pd.DataFrame, origin: str = "<calibration>") -> pd.DataFrame:
-    """Check a calibration table against the schema of the module docstring.
-
-    Args:
-        df: the table (e.g. read from Parquet).
-        origin: name used in error messages (usually the file path).
-
-    Returns:
-        The table with the schema's dtypes and column order, sorted by the row key.
-
-    Raises:
-        ValueError: one line naming ``origin`` and the problem: missing or unexpected
-            columns, a column of the wrong type, a null, an unknown phase, a duplicate row, a
-            point without both phases, or a non-positive / non-finite count or duration.
-    """
-    missing = [c for c in CALIBRATION_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{origin}: missing column(s) {', '.join(missing)} "
-                         f"(expected {', '.join(CALIBRATION_COLUMNS)})")
-    extra = [str(c) for c in df.columns if c not in CALIBRATION_COLUMNS]
-    if extra:
-        raise ValueError(f"{origin}: unexpected column(s) {', '.join(extra)}")
-    for c in CALIBRATION_COLUMNS:
-        if df[c].isna().any():
-            raise ValueError(f"{origin}: column {c} has missing values")
-    for c in _STR_COLS:
-        if not (pd.api.types.is_string_dtype(df[c])
-                and all(isinstance(v, str) for v in df[c])):
-            raise ValueError(f"{origin}: column {c} must hold strings, got {df[c].dtype}")
-    for c in _INT_COLS:
-        if not pd.api.types.is_integer_dtype(df[c]):
-            raise ValueError(f"{origin}: column {c} must be integer, got {df[c].dtype}")
-        if (df[c] < 1).any():
-            raise ValueError(f"{origin}: column {c} must be >= 1")
-    for c in _FLOAT_COLS:
-        if not (pd.api.types.is_float_dtype(df[c]) or pd.api.types.is_integer_dtype(df[c])):
-            raise ValueError(f"{origin}: column {c} must be numeric, got {df[c].dtype}")
-        v = df[c].to_numpy(float)
-        if not (np.isfinite(v).all() and (v > 0).all()):
-            raise ValueError(f"{origin}: column {c} must be finite and > 0")
-    if (df["sm_pct"] > 100).any():
-        raise ValueError(f"{origin}: column sm_pct must be in (0, 100]")
-    bad = sorted(set(df["phase"]) - set(PHASES))
-    if bad:
-        raise ValueError(f"{origin}: unknown phase(s) {', '.join(map(repr, bad))}; "
-                         f"allowed: {', '.join(PHASES)}")
-    dup = df.duplicated(ROW_KEY_COLUMNS)
-    if dup.any():
-        r = df[dup].iloc[0]
-        raise ValueError(f"{origin}: duplicate row for {_label_row(r)} phase {r['phase']}")
-    per_point = df.groupby(POINT_COLUMNS, sort=False)["phase"].transform("size")
-    if (per_point != len(PHASES)).any():
-        r = df[per_point != len(PHASES)].iloc[0]
-        raise ValueError(f"{origin}: point {_label_row(r)} lacks one of the phases "
-                         f"{', '.join(PHASES)}")
-    return _typed(df)
-
-
-def read_calibration(path: str | Path) -> pd.DataFrame:
-    """Read and validate a calibration Parquet file written by :func:`run_calibration`.
-
-    Returns:
-        The validated table (see :func:`validate_calibration`).
-
-    Raises:
-        ValueError: the file is missing, is not readable Parquet, or breaks the schema; the
-            one-line message names the path.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"calibration file not found: {p}")
-    try:
-        df = pd.read_parquet(p)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"{p}: not a readable Parquet file ({first})") from None
-    return validate_calibration(df, origin=str(p))
-
-
-def _label(model: str, sm: float, batch: int, seq: int) -> str:
-    return f"{model} sm {sm:g}% batch {batch} seq {seq}"
-
-
-def _label_row(r: pd.Series) -> str:
-    return (f"{r['engine']}/{r['device']}/{r['threads']} threads/{r['n_gpus']} GPUs "
-            f"{_label(r['model'], float(r['sm_pct']), int(r['batch']), int(r['seq']))}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +74,8 @@ def _check_args(models, n_gpus, sm_pcts, batches, seqs, warmup, repeats, engine_
     names = []
     for m in models:
         if not isinstance(m, str):
-            raise ValueError(f"models: expected catalog model names, got {m!r}")
+            # ValueError like every other bad argument (the docstring's contract).
+            raise ValueError(f"models: expected catalog model names, got {m!r}")  # noqa: TRY004
         try:
             names.append(get_model(m).name)
         except ValueError as exc:
@@ -306,8 +167,9 @@ def measure_round_trip(engine: Engine, llm: str, batch: int, seq: int, warmup: i
     for rep in range(warmup + repeats):
         rids = [-(1 + rep * batch + i) for i in range(batch)]  # negative: never a workload id
         try:
-            p = timed(lambda: engine.submit_prefill(llm, [(r, seq) for r in rids]))
-            d = statistics.median(timed(lambda: engine.submit_decode(llm, rids))
+            # The lambdas run at once, inside this iteration: the late binding of rids is moot.
+            p = timed(lambda: engine.submit_prefill(llm, [(r, seq) for r in rids]))  # noqa: B023
+            d = statistics.median(timed(lambda: engine.submit_decode(llm, rids))  # noqa: B023
                                   for _ in range(ROUND_TRIP_DECODE_STEPS))
         finally:
             engine.release(llm, rids)
@@ -368,7 +230,7 @@ def run_calibration(
             point was written.
 
     Returns:
-        The whole table now in ``out`` (schema of the module docstring), sorted by the row key.
+        The whole table now in ``out`` (schema of :mod:`muxsim.perf.table`), sorted by the row key.
 
     Raises:
         ValueError: a bad argument (one line naming it and the allowed values), or ``out``
@@ -386,7 +248,7 @@ def run_calibration(
     else:
         if not out.parent.is_dir():
             raise ValueError(f"out: folder {out.parent} does not exist")
-        table = _typed(pd.DataFrame({c: [] for c in CALIBRATION_COLUMNS}))
+        table = typed_calibration(pd.DataFrame({c: [] for c in CALIBRATION_COLUMNS}))
 
     if timing not in ("engine", "round-trip"):
         raise ValueError(f"timing: expected 'engine' or 'round-trip', got {timing!r}")
@@ -412,7 +274,7 @@ def run_calibration(
                                      cores=tuple(cores) if cores else None)
                     engine.load(m, get_model(m), part, seed=0)
                     loaded.add(m)
-                label = _label(m, sm, b, s)
+                label = point_label(m, sm, b, s)
                 if timing == "round-trip":
                     pre_s, dec_s = measure_round_trip(engine, m, b, s, warmup, repeats)
                 else:
@@ -423,7 +285,7 @@ def run_calibration(
                 rows.append(key + ["decode"] + _stats(dec_s, repeats, f"{label} decode")
                             + [__version__])
                 new = pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)
-                _write_atomic(_typed(pd.concat([table, new], ignore_index=True)), out)
+                _write_atomic(typed_calibration(pd.concat([table, new], ignore_index=True)), out)
                 done += 1
                 if progress is not None:
                     progress(done, total, label)
@@ -431,70 +293,5 @@ def run_calibration(
             engine.close()
     if not rows:
         return table
-    return _typed(pd.concat([table, pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)],
-                            ignore_index=True))
-
-
-# --------------------------------------------------------------------------------------------
-# To a profile frame
-
-
-#: Statistics :func:`calibration_to_profile` can take as a point's latency.
-PROFILE_STATS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms")
-
-
-def calibration_to_profile(df: pd.DataFrame, stat: str = "median_ms") -> pd.DataFrame:
-    """Turn a calibration table into the frame :func:`muxsim.perf.profile.load_profile`
-    returns, ready for :func:`muxsim.perf.fitted.fit_profile`.
-
-    Args:
-        df: a calibration table (schema of the module docstring; other columns are ignored)
-            measured by one engine on one device with one thread count.
-        stat: the column taken as each point's latency, one of :data:`PROFILE_STATS`; the
-            median by default (a low quantile repeats better between runs on a busy machine,
-            but predicts the typical job too fast).
-
-    Returns:
-        Columns :data:`muxsim.perf.profile.PROFILE_COLUMNS`: ``model`` (the catalog model's
-        ``profile_name``, or its catalog name when it has none), ``n_gpus``, ``sm_pct``
-        (int64 when every share is a whole number, else float64, %), ``batch``, ``seq``
-        (int64), ``prefill_ms`` and ``decode_ms`` (float64, ``stat``), one row per point,
-        sorted by the key columns.
-
-    Raises:
-        ValueError: the table breaks the schema, is empty, mixes several (engine, device,
-            threads), names a model missing from the catalog, or ``stat`` is unknown.
-    """
-    from muxsim.perf.profile import PROFILE_COLUMNS
-
-    if stat not in PROFILE_STATS:
-        raise ValueError(f"stat: unknown statistic {stat!r}; allowed: {', '.join(PROFILE_STATS)}")
-    # Columns a caller added (e.g. a spread) are ignored here; only files must be exact.
-    df = validate_calibration(df[[c for c in df.columns if c in CALIBRATION_COLUMNS]])
-    if df.empty:
-        raise ValueError("calibration table holds no measurement points")
-    setups = sorted(set(df[["engine", "device", "threads"]].itertuples(index=False, name=None)))
-    if len(setups) > 1:
-        raise ValueError("calibration table mixes several (engine, device, threads): "
-                         + ", ".join(f"{e}/{d}/{t}" for e, d, t in setups)
-                         + "; select one before fitting")
-    wide = df.pivot(index=["model", "n_gpus", "sm_pct", "batch", "seq"], columns="phase",
-                    values=stat).reset_index()
-    names = {}
-    for m in wide["model"].unique():
-        try:
-            spec = get_model(m)
-        except ValueError as exc:
-            raise ValueError(f"calibration table: {exc}") from None
-        names[m] = spec.profile_name or spec.name
-    wide["model"] = wide["model"].map(names)
-    prof = wide.rename(columns={"prefill": "prefill_ms", "decode": "decode_ms"})
-    prof = prof[PROFILE_COLUMNS].copy()
-    prof.columns.name = None
-    sm = prof["sm_pct"].to_numpy(float)
-    if np.all(sm == np.round(sm)):
-        prof["sm_pct"] = prof["sm_pct"].astype("int64")
-    prof = prof.astype({"n_gpus": "int64", "batch": "int64", "seq": "int64",
-                        "prefill_ms": "float64", "decode_ms": "float64"})
-    prof["model"] = prof["model"].astype(str)
-    return prof.sort_values(PROFILE_COLUMNS[:5], ignore_index=True)
+    return typed_calibration(
+        pd.concat([table, pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)], ignore_index=True))
