@@ -30,9 +30,18 @@ import pandas as pd
 from muxsim.catalog import GPUSpec, ModelSpec
 from muxsim.perf.base import LatencyCurve
 
-__all__ = ["DEFAULT_DISPATCH_S", "REFERENCE_PER_SEQ_S", "JobOverhead", "OverheadCurve",
-           "OverheadLatency", "reference_per_seq_s", "dispatch_gaps", "fit_overhead", "save_overhead",
-           "load_overhead"]
+__all__ = [
+    "DEFAULT_DISPATCH_S",
+    "REFERENCE_PER_SEQ_S",
+    "JobOverhead",
+    "OverheadCurve",
+    "OverheadLatency",
+    "dispatch_gaps",
+    "fit_overhead",
+    "load_overhead",
+    "reference_per_seq_s",
+    "save_overhead",
+]
 
 #: Median end-to-next-submission gap of muxsim's CPU live runs (s): README, live validation.
 DEFAULT_DISPATCH_S = 0.55e-3
@@ -89,7 +98,7 @@ class OverheadCurve(LatencyCurve):
     """A latency curve plus the job-overhead model: prefill = base + dispatch; decode = base +
     dispatch + per-sequence cost x batch (s)."""
 
-    __slots__ = ("base", "dispatch_s", "per_seq_s", "model", "n_gpus", "gpu", "source")
+    __slots__ = ("base", "dispatch_s", "gpu", "model", "n_gpus", "per_seq_s", "source")
 
     def __init__(self, base: LatencyCurve, dispatch_s: float, per_seq_s: float):
         self.base = base

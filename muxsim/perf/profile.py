@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["load_profile", "parse_profile", "PROFILE_COLUMNS"]
+__all__ = ["PROFILE_COLUMNS", "load_profile", "parse_profile"]
 
 #: Columns of the frame returned by :func:`load_profile`, in order.
 PROFILE_COLUMNS = ["model", "n_gpus", "sm_pct", "batch", "seq", "prefill_ms", "decode_ms"]
@@ -39,7 +39,8 @@ def _int_key(key: object, what: str, where: str) -> int:
 
 def _mapping(node: object, what: str, where: str) -> dict:
     if not isinstance(node, dict):
-        raise ValueError(
+        # ValueError, not TypeError: a malformed file is reported as one ValueError (docstrings).
+        raise ValueError(  # noqa: TRY004
             f"{where}: expected an object of {what} keys, got {type(node).__name__} "
             "(format: model -> #GPUs -> SM% -> batch -> seq -> {prefill, decoding})"
         )
@@ -49,7 +50,7 @@ def _mapping(node: object, what: str, where: str) -> dict:
 def _latency(value: object, where: str) -> float:
     # bool is an int subclass; a true/false here is a malformed file, not a latency.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: latency {value!r} is not a number")
+        raise ValueError(f"{where}: latency {value!r} is not a number")  # noqa: TRY004
     if value == -1:
         return math.nan
     if not math.isfinite(value) or value <= 0:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from muxsim.catalog import GPUSpec, ModelSpec
 from muxsim.perf.base import LatencyCurve
 
-__all__ = ["RooflineConstants", "RooflineCurve", "DEFAULT_CONSTANTS", "NVLINK_BW"]
+__all__ = ["DEFAULT_CONSTANTS", "NVLINK_BW", "RooflineConstants", "RooflineCurve"]
 
 #: Per-direction NVLink bandwidth per GPU in bytes/s (half the bidirectional datasheet figure:
 #: A100 SXM4 600 GB/s, H100/H200 SXM 900 GB/s, NVIDIA datasheets). Unknown GPUs use the A100.
@@ -182,11 +182,13 @@ class RooflineCurve(LatencyCurve):
         if e is None:
             e = self._sm(sm_pct)
         n = float(n_tokens)
-        if n_seqs < 1:
+        # Conditionals, not min() / max(): this runs once per simulated job and a builtin call
+        # costs more than the comparison.
+        if n_seqs < 1:  # noqa: PLR1730
             n_seqs = 1
         comp = (self._p_lin * n + self._p_attn * n * n / n_seqs) * e[0]
         mem = self._weights_ms * e[1]
-        return ((comp if comp > mem else mem) + self._p_fixed + self._ar * n) * 1e-3
+        return ((comp if comp > mem else mem) + self._p_fixed + self._ar * n) * 1e-3  # noqa: FURB136
 
     def decode_s(self, batch: int, ctx_tokens: int, sm_pct: float) -> float:
         """Seconds for one decode iteration of ``batch`` requests holding ``ctx_tokens`` KV
@@ -204,7 +206,8 @@ class RooflineCurve(LatencyCurve):
         ctx = float(ctx_tokens) if ctx_tokens > 0 else 0.0
         mem = (self._weights_ms + self._kv_ms * ctx) * e[1]
         comp = self._d_lin * b * e[0]
-        return ((mem if mem > comp else comp) + self._d_fixed + self._ar * b) * 1e-3
+        # A conditional, not max(): once per simulated decode iteration (see prefill_s).
+        return ((mem if mem > comp else comp) + self._d_fixed + self._ar * b) * 1e-3  # noqa: FURB136
 
     def prefill_ms_per_token(self) -> float:
         """Marginal prefill cost in ms per prompt token at 100 % SMs, compute-bound, without
