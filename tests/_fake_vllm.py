@@ -1,10 +1,10 @@
-"""A stand-in for vLLM's ``LLMEngine``, to test :mod:`muxsim.live.vllm_engine` without vLLM or a GPU.
+"""A stand-in for vLLM's ``LLMEngine``, to test :mod:`muxsim.live.vllm` without vLLM or a GPU.
 
 It runs no model: it only keeps the books the way vLLM 0.33's V1 scheduler does as far as the
-engine's :class:`~muxsim.live.vllm_engine.StepRunner` can see (one token per scheduled request
+engine's :class:`~muxsim.live.vllm.steps.StepRunner` can see (one token per scheduled request
 per step, a prompt admitted whole, KV tokens counted, recompute preemption of the newest running
 request when the KV cache is full, requests ended at ``max_model_len``), and it honours
-:data:`~muxsim.live.vllm_engine.STEP_FILTER` as ``PhaseScheduler`` does. Whether real vLLM
+:data:`~muxsim.live.vllm.steps.STEP_FILTER` as ``PhaseScheduler`` does. Whether real vLLM
 behaves like this is checked only by ``tests/test_vllm_engine_gpu.py``, on a GPU.
 
 Factories (``"_fake_vllm:NAME"`` for ``VLLMEngine(backend=...)``) take the EngineArgs keywords.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from muxsim.live.vllm_engine import STEP_FILTER
+from muxsim.live.vllm.steps import STEP_FILTER
 
 ENV_KEYS = ("CUDA_VISIBLE_DEVICES", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
             "VLLM_ENABLE_V1_MULTIPROCESSING")

@@ -48,7 +48,7 @@ def _real_engine_class():
     pytest.importorskip("torch", reason="torch is not installed: the real engine cannot run")
     pytest.importorskip("transformers",
                         reason="transformers is not installed: the real engine cannot run")
-    from muxsim.live.hf import TransformersEngine
+    from muxsim.live.transformers import TransformersEngine
 
     return TransformersEngine
 

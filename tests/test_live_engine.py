@@ -4,6 +4,7 @@ The batching logic is checked in-process (``KVRunner``) against full forward pas
 (worker processes, pipes, errors, shutdown) on small Llama models on 1-thread CPU partitions.
 """
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -16,11 +17,16 @@ import pytest
 pytest.importorskip("torch", reason="the live transformers engine needs torch")
 pytest.importorskip("transformers", reason="the live transformers engine needs transformers")
 
-import torch  # noqa: E402
+import torch
 
-from muxsim.catalog import get_model  # noqa: E402
-from muxsim.live.engine import EngineError, Partition  # noqa: E402
-from muxsim.live.hf import KVRunner, TransformersEngine, build_model, prompt_tokens  # noqa: E402
+from muxsim.catalog import get_model
+from muxsim.live.engine import EngineError, Partition
+from muxsim.live.transformers import (
+    KVRunner,
+    TransformersEngine,
+    build_model,
+    prompt_tokens,
+)
 
 TINY = get_model("llama-tiny-s")
 # Grouped-query attention (2 KV heads for 4 query heads), as in Llama-3 / Mistral.
@@ -189,7 +195,7 @@ def test_jobs_come_back_once_each_in_order(engine):
         assert r.duration_s <= r.ended_s - r.started_s + 1e-3
     # One worker runs its LLM's jobs one after another, in submission order.
     by_id = sorted(results, key=lambda r: r.job_id)
-    assert all(a.ended_s <= b.started_s for a, b in zip(by_id, by_id[1:]))
+    assert all(a.ended_s <= b.started_s for a, b in itertools.pairwise(by_id))
 
 
 def test_measure_times_prefill_and_decode(engine):

@@ -11,11 +11,17 @@ import pytest
 
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import load_config
-from muxsim.live.speed import ScaledCurve, ScaledLatency, SpeedFactors, SpeedTrace, probe_speed
+from muxsim.experiment import cell_workload, placement_for, seq_tokens
+from muxsim.experiment.validation import pinned_cores
+from muxsim.live.speed import (
+    ScaledCurve,
+    ScaledLatency,
+    SpeedFactors,
+    SpeedTrace,
+    probe_speed,
+)
 from muxsim.perf import get_latency_model
-from muxsim.runner import cell_workload, placement_for, seq_tokens
 from muxsim.sim.driver import simulate
-from muxsim.validate import pinned_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = get_gpu("cpu-core")
@@ -140,7 +146,7 @@ def test_probe_speed_on_a_real_engine():
     pytest.importorskip("torch", reason="the live engine needs the 'live' extra (torch)")
     pytest.importorskip("transformers", reason="the live engine needs the 'live' extra (transformers)")
     from muxsim.live.engine import Partition
-    from muxsim.live.hf import TransformersEngine
+    from muxsim.live.transformers import TransformersEngine
 
     # a roofline curve of a nominal core: the factors say how far this machine is from it
     curve = get_latency_model("cpu-core").curve(get_model("llama-tiny-s"), 1, CPU)

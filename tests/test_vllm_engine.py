@@ -27,7 +27,7 @@ import pytest
 from muxsim.catalog import get_model
 from muxsim.config import ConfigError
 from muxsim.live.engine import EngineError, Partition
-from muxsim.live.vllm_engine import (
+from muxsim.live.vllm import (
     DEFAULT_MEMORY_FRACTION,
     PHASE_SCHEDULER,
     STEP_FILTER,
@@ -42,7 +42,7 @@ from muxsim.live.vllm_engine import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the stand-in, for spawned workers too
-import _fake_vllm  # noqa: E402
+import _fake_vllm
 
 TINY = get_model("llama-tiny-s")
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
@@ -66,7 +66,7 @@ ENGINE_ARGS_FIELDS_0_33 = {
 
 @pytest.mark.skipif(HAVE_VLLM, reason="vllm is installed here: the missing-extra error cannot occur")
 def test_engine_factory_without_vllm_is_a_one_line_config_error():
-    from muxsim.validate import engine_factory
+    from muxsim.experiment.validation import engine_factory
 
     with pytest.raises(ConfigError) as err:
         engine_factory("vllm")
@@ -287,10 +287,10 @@ def test_phase_scheduler_schedules_only_the_job(monkeypatch):
     for name in ("vllm", "vllm.v1", "vllm.v1.core", "vllm.v1.core.sched"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "vllm.v1.core.sched.scheduler", fake)
-    monkeypatch.delitem(sys.modules, "muxsim.live.vllm_scheduler", raising=False)
-    import muxsim.live.vllm_scheduler as mod
+    monkeypatch.delitem(sys.modules, "muxsim.live.vllm.scheduler", raising=False)
+    import muxsim.live.vllm.scheduler as mod
 
-    monkeypatch.delitem(sys.modules, "muxsim.live.vllm_scheduler")  # the real one next time
+    monkeypatch.delitem(sys.modules, "muxsim.live.vllm.scheduler")  # the real one next time
     assert f"{mod.__name__}.{mod.PhaseScheduler.__name__}" == PHASE_SCHEDULER
     reqs = {k: types.SimpleNamespace(request_id=k) for k in "abcde"}
     s = mod.PhaseScheduler([reqs["a"], reqs["b"], reqs["c"]], [reqs["d"]])
@@ -394,9 +394,9 @@ def test_live_driver_runs_two_llms(engine):
     subsets, releases, preemption recompute) on the engine's processes and job logic."""
     from muxsim.catalog import get_gpu
     from muxsim.config import load_config
+    from muxsim.experiment import cell_workload, placement_for, seq_tokens
     from muxsim.live.driver import run_live
     from muxsim.perf import get_latency_model
-    from muxsim.runner import cell_workload, placement_for, seq_tokens
 
     root = Path(__file__).resolve().parents[1]
     base = load_config(root / "experiments" / "validate_cpu.yaml")

@@ -19,9 +19,9 @@ if not torch.cuda.is_available():
     pytest.skip("the vllm engine needs a CUDA GPU (torch.cuda.is_available() is False)",
                 allow_module_level=True)
 
-from muxsim.catalog import get_gpu, get_model  # noqa: E402
-from muxsim.live.engine import EngineError, Partition  # noqa: E402
-from muxsim.live.vllm_engine import VLLMEngine  # noqa: E402
+from muxsim.catalog import get_gpu, get_model
+from muxsim.live.engine import EngineError, Partition
+from muxsim.live.vllm import VLLMEngine
 
 TINY = get_model("llama-tiny-s")
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,9 +104,9 @@ def test_calibration_sweep(tmp_path):
 
 def test_live_driver_two_llms_on_one_gpu(engine):
     from muxsim.config import load_config
+    from muxsim.experiment import cell_workload, placement_for, seq_tokens
     from muxsim.live.driver import run_live
     from muxsim.perf import get_latency_model
-    from muxsim.runner import cell_workload, placement_for, seq_tokens
 
     base = load_config(ROOT / "experiments" / "validate_cpu.yaml")
     cfg = load_config(ROOT / "experiments" / "validate_cpu.yaml", {

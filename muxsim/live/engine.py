@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from muxsim.catalog import ModelSpec
 
-__all__ = ["EngineError", "Partition", "JobResult", "Engine"]
+__all__ = ["Engine", "EngineError", "JobResult", "Partition"]
 
 
 class EngineError(RuntimeError):
@@ -67,8 +67,9 @@ class JobResult:
 
 
 class Engine(ABC):
-    """A live backend. Implementations: ``muxsim.live.hf.TransformersEngine`` (transformers,
-    CPU or CUDA) and ``muxsim.live.vllm_engine.VLLMEngine`` (vLLM, CUDA GPUs only)."""
+    """A live backend. Implementations: ``muxsim.live.transformers.TransformersEngine``
+    (transformers, CPU or CUDA) and ``muxsim.live.vllm.VLLMEngine`` (vLLM, CUDA GPUs only), both
+    on ``muxsim.live.workers.ProcessEngine`` (one worker process per LLM)."""
 
     @abstractmethod
     def load(self, llm: str, model: ModelSpec, partition: Partition, checkpoint: str | None = None,

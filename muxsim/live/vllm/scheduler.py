@@ -3,12 +3,12 @@
 vLLM's V1 scheduler has no prefill or decode phase: every engine step decodes every running
 request and admits waiting ones in the same batch. MuxServe's jobs are one phase of one LLM
 (a prefill batch, or one decode iteration of a chosen batch), so the vLLM engine's workers
-(:mod:`muxsim.live.vllm_engine`) install this subclass through ``EngineArgs(scheduler_cls=...)``
+(:mod:`muxsim.live.vllm.engine`) install this subclass through ``EngineArgs(scheduler_cls=...)``
 (vLLM's documented hook for a custom scheduler; the class it extends is vLLM's, so this module
 imports vLLM and is only ever imported inside a worker).
 
 Before each step the worker puts the scheduler ids of the job's requests in
-:data:`muxsim.live.vllm_engine.STEP_FILTER` ``.allowed``; running requests outside that set are
+:data:`muxsim.live.vllm.steps.STEP_FILTER` ``.allowed``; running requests outside that set are
 left out of the step's batch (they keep their KV cache and state, exactly as when vLLM runs out
 of token budget for them), and are put back in their old order afterwards. ``allowed = None``
 schedules as vLLM does.
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from muxsim.live.vllm_engine import STEP_FILTER
+from muxsim.live.vllm.steps import STEP_FILTER
 
 __all__ = ["PhaseScheduler"]
 

@@ -5,10 +5,9 @@ it: vLLM from PyPI does not run on CPU. What was executed where is said in the t
 (``tests/test_vllm_engine.py`` runs everywhere with a stand-in for vLLM;
 ``tests/test_vllm_engine_gpu.py`` needs vLLM and a GPU and skips, with the reason, otherwise).
 
-Each LLM runs in its own worker process (``spawn`` context), like
-:class:`muxsim.live.hf.TransformersEngine`, whose parent side (job ids, pipes, :meth:`wait`,
-:meth:`measure`, errors, shutdown) :class:`VLLMEngine` inherits unchanged; only the worker
-differs. A worker:
+Each LLM runs in its own worker process (``spawn`` context); the parent side (job ids, pipes,
+:meth:`wait`, :meth:`measure`, errors, shutdown) is :class:`muxsim.live.workers.ProcessEngine`'s,
+shared with the transformers engine; only the worker differs. A worker:
 
 1. sets its environment before anything imports torch or vLLM (:func:`worker_env`):
    ``CUDA_VISIBLE_DEVICES`` to the partition's device, ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` to
@@ -20,21 +19,12 @@ differs. A worker:
    ``gpu_memory_utilization``, random weights (``load_format="dummy"``) over a config written
    from the catalog's :class:`~muxsim.catalog.ModelSpec` (:func:`write_dummy_config`) unless a
    local checkpoint folder is given, no tokenizer (prompts are token ids from
-   :func:`muxsim.live.hf.prompt_tokens`), chunked prefill, prefix caching and async scheduling
-   off, greedy sampling that ignores EOS;
-3. runs jobs with ``add_request`` / ``step`` / ``abort_request`` (:class:`StepRunner`).
-
-Jobs and timing. A prefill job adds its requests and steps until each has its first token (one
-step unless the prompts exceed vLLM's token budget per step); a decode job is one step that
-gives each of its requests one token. ``duration_s`` is the wall time of those ``step()`` calls
-(``time.perf_counter``; a step returns once its sampled tokens are on the host, so the GPU work
-is included; adding the requests is not). vLLM's own scheduler would put every running request
-into every step and mix new prompts into decode steps; the workers install
-:class:`muxsim.live.vllm_scheduler.PhaseScheduler`, which schedules only the job's requests
-(others keep their KV cache, untouched), so a job is exactly the prefill batch or decode batch
-the policy asked for, also when an LLM's prefill and decode jobs alternate with different
-running sets. The runner checks every step: a request outside the job that got a token, or a
-scheduler that was not consulted, is an error, never silently a mixed batch.
+   :func:`muxsim.live.transformers.prompt_tokens`), chunked prefill, prefix caching and async
+   scheduling off, greedy sampling that ignores EOS, and
+   :class:`muxsim.live.vllm.scheduler.PhaseScheduler` as the scheduler;
+3. runs jobs with ``add_request`` / ``step`` / ``abort_request``
+   (:class:`muxsim.live.vllm.steps.StepRunner`, which also says how jobs are timed and kept to
+   one phase).
 
 KV memory. vLLM allocates KV blocks itself, from ``gpu_memory_utilization`` x device memory
 minus the weights and activations. When the policy asks for more than that, vLLM preempts a
@@ -57,45 +47,36 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass
-from typing import Any, Hashable, Protocol
+from typing import Any
 
 from muxsim.catalog import ModelSpec
 from muxsim.live.engine import EngineError, Partition
-from muxsim.live.hf import (
-    _DECODE_STEPS,
-    TransformersEngine,
-    _one_line,
-    _stop_workers,
-    check_checkpoint,
-    llama_config,
-    prompt_tokens,
+from muxsim.live.transformers.model import check_checkpoint, llama_config
+from muxsim.live.vllm.steps import PHASE_SCHEDULER, Backend, StepRunner
+from muxsim.live.workers import (
+    ProcessEngine,
+    measure_point,
+    one_line,
     serve_commands,
+    stop_workers,
 )
 
 __all__ = [
-    "VLLMEngine",
+    "DEFAULT_MAX_MODEL_LEN",
+    "DEFAULT_MEMORY_FRACTION",
     "VLLM_VERSION_READ",
-    "PHASE_SCHEDULER",
-    "STEP_FILTER",
-    "StepRunner",
+    "VLLMEngine",
+    "check_checkpoint_shape",
+    "cuda_index",
     "engine_args",
     "worker_env",
-    "cuda_index",
     "write_dummy_config",
-    "check_checkpoint_shape",
-    "DEFAULT_MEMORY_FRACTION",
-    "DEFAULT_MAX_MODEL_LEN",
 ]
 
 #: vLLM version whose source this module was written against.
 VLLM_VERSION_READ = "0.33.0"
-
-#: Qualified name of the scheduler the workers give vLLM (``EngineArgs.scheduler_cls``).
-PHASE_SCHEDULER = "muxsim.live.vllm_scheduler.PhaseScheduler"
 
 #: Share of the GPU's memory an LLM's engine takes when its partition gives none (up to 4 LLMs
 #: fit on a GPU at this share).
@@ -105,23 +86,6 @@ DEFAULT_MEMORY_FRACTION = 0.2
 DEFAULT_MAX_MODEL_LEN = 4096
 
 _CUDA_RE = re.compile(r"^cuda(?::(\d+))?$")
-
-
-@dataclass
-class _StepFilter:
-    """Which requests the next vLLM step may schedule (read by ``PhaseScheduler``, in-process).
-
-    Attributes:
-        allowed: scheduler request ids of the current job, or None for vLLM's own choice.
-        consulted: schedule() calls seen (shows the scheduler is installed and in-process).
-    """
-
-    allowed: frozenset[str] | None = None
-    consulted: int = 0
-
-
-#: The worker's step filter (one engine per worker process, so one filter).
-STEP_FILTER = _StepFilter()
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +148,7 @@ def worker_env(partition: Partition, environ: dict[str, str] | None = None) -> d
         pct = float(partition.sm_pct)
         if not (math.isfinite(pct) and 0 < pct <= 100):
             raise ValueError(f"sm_pct must be in (0, 100], got {partition.sm_pct!r}")
-        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(min(100, max(1, int(round(pct)))))
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(min(100, max(1, round(pct))))
     return env
 
 
@@ -220,28 +184,28 @@ def engine_args(partition: Partition, model_path: str, *, dummy: bool, seed: int
         raise ValueError(f"max_model_len must be >= 2 tokens, got {max_model_len}")
     if max_num_seqs < 1:
         raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
-    return dict(
-        model=model_path,
-        skip_tokenizer_init=True,  # prompts are token ids; outputs are not detokenized
-        load_format="dummy" if dummy else "auto",
-        dtype=dtype,
-        seed=int(seed),
-        max_model_len=max_model_len,
-        gpu_memory_utilization=float(frac),
-        enforce_eager=bool(enforce_eager),
-        enable_chunked_prefill=bool(enable_chunked_prefill),
-        enable_prefix_caching=False,  # every prompt is computed, as the simulator assumes
-        async_scheduling=False,  # one step() = one scheduled and executed batch
-        scheduler_cls=PHASE_SCHEDULER,
-        max_num_seqs=int(max_num_seqs),
-        tensor_parallel_size=1,
-        disable_log_stats=True,
-    )
+    return {
+        "model": model_path,
+        "skip_tokenizer_init": True,  # prompts are token ids; outputs are not detokenized
+        "load_format": "dummy" if dummy else "auto",
+        "dtype": dtype,
+        "seed": int(seed),
+        "max_model_len": max_model_len,
+        "gpu_memory_utilization": float(frac),
+        "enforce_eager": bool(enforce_eager),
+        "enable_chunked_prefill": bool(enable_chunked_prefill),
+        "enable_prefix_caching": False,  # every prompt is computed, as the simulator assumes
+        "async_scheduling": False,  # one step() = one scheduled and executed batch
+        "scheduler_cls": PHASE_SCHEDULER,
+        "max_num_seqs": int(max_num_seqs),
+        "tensor_parallel_size": 1,
+        "disable_log_stats": True,
+    }
 
 
 def write_dummy_config(spec: ModelSpec, folder: str, max_model_len: int) -> str:
     """Write a Llama ``config.json`` with ``spec``'s shape into ``folder`` (what vLLM's dummy
-    loader builds a model from); returns the file's path. Uses :func:`muxsim.live.hf.llama_config`
+    loader builds a model from); returns the file's path. Uses :func:`muxsim.live.transformers.llama_config`
     (transformers), with ``architectures = ["LlamaForCausalLM"]`` and
     ``max_position_embeddings = max_model_len``."""
     cfg = llama_config(spec)
@@ -272,7 +236,7 @@ def check_checkpoint_shape(spec: ModelSpec, checkpoint: str) -> None:
         with open(path) as f:
             cfg = json.load(f)
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"checkpoint {checkpoint}: cannot read config.json ({_one_line(exc)})") from None
+        raise ValueError(f"checkpoint {checkpoint}: cannot read config.json ({one_line(exc)})") from None
     cfg.setdefault("num_key_value_heads", cfg.get("num_attention_heads"))
     diff = [f"{key} {cfg.get(key)} != {getattr(spec, attr)}" for key, attr in _SHAPE_KEYS
             if cfg.get(key) != getattr(spec, attr)]
@@ -281,254 +245,12 @@ def check_checkpoint_shape(spec: ModelSpec, checkpoint: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Worker side: the job logic over an engine backend
+# Worker side
 # --------------------------------------------------------------------------------------------
 
-class Backend(Protocol):
-    """What :class:`StepRunner` needs from an engine (vLLM's ``LLMEngine``, or a stand-in)."""
-
-    max_model_len: int
-
-    def add(self, ext_id: str, token_ids: list[int], max_tokens: int) -> str:
-        """Queue a request; returns the id its scheduler knows it by."""
-
-    def step(self) -> list[tuple[str, int, bool]]:
-        """One engine step: (external id, new tokens, finished) per request that produced
-        output."""
-
-    def abort(self, ext_ids: list[str]) -> None:
-        """Drop requests and free their KV cache."""
-
-    def info(self) -> dict:
-        """Facts for :meth:`VLLMEngine.worker_info`."""
-
-
-@dataclass
-class _Live:
-    ext: str
-    sid: str  # scheduler id
-    tokens: int  # prompt + generated tokens
-    ended: bool = False  # finished by the engine (max_model_len)
-
-
-def _ext_id(rid: Hashable) -> str:
-    return repr(rid)
-
-
-class StepRunner:
-    """One LLM's jobs on a :class:`Backend` (what a worker runs; usable in-process).
-
-    Every method restricts the engine step(s) it runs to its own requests through
-    :data:`STEP_FILTER`, and checks afterwards that exactly those requests advanced.
-
-    Args:
-        backend: the engine.
-        vocab_size: prompt token ids are drawn below it.
-        seed: prompt seed (:func:`muxsim.live.hf.prompt_tokens`).
-        max_num_seqs: requests held at most (vLLM's ``max_num_seqs``).
-        max_prefill_steps: steps a prefill job may take before it is declared stuck.
-    """
-
-    def __init__(self, backend: Backend, vocab_size: int, seed: int = 0, max_num_seqs: int = 256,
-                 max_prefill_steps: int = 64):
-        self.backend = backend
-        self.vocab_size = vocab_size
-        self.seed = seed
-        self.max_num_seqs = max_num_seqs
-        self.max_prefill_steps = max_prefill_steps
-        self._live: dict[Hashable, _Live] = {}
-
-    def __contains__(self, rid: Hashable) -> bool:
-        return rid in self._live
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def context_tokens(self, rid: Hashable) -> int:
-        """Prompt plus generated tokens of ``rid`` (the last one not yet in the KV cache).
-
-        Raises:
-            KeyError: ``rid`` is not prefilled (or was released).
-        """
-        return self._get(rid).tokens
-
-    def _get(self, rid: Hashable) -> _Live:
-        try:
-            return self._live[rid]
-        except KeyError:
-            raise KeyError(f"unknown request id {rid!r} (not prefilled, or released)") from None
-
-    @staticmethod
-    def _check_unique(rids) -> None:
-        if len(set(rids)) != len(rids):
-            raise ValueError(f"request ids repeat within one job: {list(rids)}")
-
-    # -- jobs ---------------------------------------------------------------------------------
-
-    def prefill(self, requests: list[tuple[Hashable, int]]) -> tuple[float, float, float]:
-        """Add ``requests`` = [(request id, prompt tokens), ...] and step until each has its
-        first token. Returns (started, ended) ``time.monotonic()`` and the steps' duration (s).
-        On failure the job's requests are dropped again.
-
-        Raises:
-            ValueError: empty batch, a repeated or already held id, fewer than 1 token, a prompt
-                that leaves no room under ``max_model_len``, or more than ``max_num_seqs``
-                requests held.
-            RuntimeError: the engine could not run them (KV cache full, stuck, or the phase
-                scheduler is not active).
-        """
-        if not requests:
-            raise ValueError("a prefill needs at least one request")
-        rids = [rid for rid, _ in requests]
-        self._check_unique(rids)
-        limit = self.backend.max_model_len
-        for rid, n in requests:
-            if rid in self._live:
-                raise ValueError(f"request id {rid!r} is already prefilled (release it first)")
-            if int(n) < 1:
-                raise ValueError(f"request {rid!r}: prefill of {n} tokens (need >= 1)")
-            if int(n) >= limit:
-                raise ValueError(f"request {rid!r}: a prompt of {n} tokens leaves no room under "
-                                 f"max_model_len {limit}")
-        if len(self._live) + len(requests) > self.max_num_seqs:
-            raise ValueError(f"{len(self._live)} requests held + {len(requests)} new exceed "
-                             f"max_num_seqs {self.max_num_seqs}")
-        added: list[tuple[Hashable, str, str, int]] = []
-        try:
-            for rid, n in requests:
-                n = int(n)
-                ext = _ext_id(rid)
-                sid = self.backend.add(ext, prompt_tokens(rid, n, self.vocab_size, self.seed), limit - n)
-                added.append((rid, ext, sid, n))
-            got, timing = self._steps({ext: sid for _, ext, sid, _ in added}, prefill=True)
-        except BaseException:
-            self.backend.abort([ext for _, ext, _, _ in added])
-            raise
-        for rid, ext, sid, n in added:
-            self._live[rid] = _Live(ext, sid, n + got[ext][0], ended=got[ext][1])
-        return timing
-
-    def decode(self, rids: list[Hashable]) -> tuple[float, float, float]:
-        """One step giving each of ``rids`` one token; other held requests wait. Returns
-        (started, ended) ``time.monotonic()`` and the step's duration (s).
-
-        Raises:
-            KeyError: an id is not prefilled (or was released).
-            ValueError: empty batch, a repeated id, or a request the engine already ended
-                (it reached ``max_model_len``).
-            RuntimeError: the engine did not advance every request (e.g. it preempted one for
-                lack of KV cache: that request is dropped), or advanced others.
-        """
-        if not rids:
-            raise ValueError("a decode needs at least one request")
-        self._check_unique(rids)
-        reqs = [self._get(rid) for rid in rids]
-        for rid, r in zip(rids, reqs):
-            if r.ended:
-                raise ValueError(f"request {rid!r} was ended by vLLM at max_model_len "
-                                 f"{self.backend.max_model_len} ({r.tokens} tokens)")
-        try:
-            got, timing = self._steps({r.ext: r.sid for r in reqs}, prefill=False)
-        except _Unserved as exc:
-            # vLLM moved them back to its waiting queue without their KV cache: a later step
-            # would silently prefill them again. Drop them; the policy's state is lost anyway.
-            lost = [rid for rid, r in zip(rids, reqs) if r.ext in exc.exts]
-            self.release(lost)
-            raise RuntimeError(f"{exc} (requests {lost} dropped)") from None
-        for r in reqs:
-            n, ended = got[r.ext]
-            r.tokens += n
-            r.ended = r.ended or ended
-        return timing
-
-    def release(self, rids) -> None:
-        """Drop ``rids`` and free their KV cache; ids not held are ignored."""
-        exts = []
-        for rid in rids:
-            r = self._live.pop(rid, None)
-            if r is not None:
-                exts.append(r.ext)
-        if exts:
-            self.backend.abort(exts)
-
-    # -- stepping -----------------------------------------------------------------------------
-
-    def _steps(self, sids: dict[str, str], prefill: bool):
-        """Step until every request of ``sids`` ({external id: scheduler id}) produced a token,
-        with only those still waiting for their token schedulable (so a prefill that takes
-        several steps does not also decode the requests it admitted first); a decode is exactly
-        one step. Returns ({ext: (tokens, finished)}, (started, ended, duration))."""
-        exts = set(sids)
-        got: dict[str, tuple[int, bool]] = {}
-        pending = set(exts)
-        steps = idle = 0
-        duration = 0.0
-        try:
-            started = time.monotonic()
-            while pending:
-                asked = set(pending)
-                STEP_FILTER.allowed = frozenset(sids[ext] for ext in asked)
-                consulted = STEP_FILTER.consulted
-                t0 = time.perf_counter()
-                outs = self.backend.step()
-                duration += time.perf_counter() - t0
-                steps += 1
-                if STEP_FILTER.consulted == consulted:
-                    raise RuntimeError("vLLM did not consult the phase scheduler "
-                                       f"({PHASE_SCHEDULER}): it must run in this process")
-                stray = sorted(ext for ext, n, _ in outs if ext not in asked and n > 0)
-                if stray:
-                    raise RuntimeError(f"vLLM advanced requests outside the step ({', '.join(stray[:5])}): "
-                                       "the phase scheduler is not in effect")
-                progressed = False
-                for ext, n, finished in outs:
-                    if ext in asked:
-                        got[ext] = (n, finished)
-                        if n > 0:
-                            pending.discard(ext)
-                            progressed = True
-                if not prefill and pending:
-                    raise _Unserved(pending, "vLLM did not schedule every request of the decode "
-                                    "(its KV cache is full: give the LLM a larger memory fraction)")
-                idle = 0 if progressed else idle + 1
-                if pending and (idle >= 2 or steps >= self.max_prefill_steps):
-                    raise RuntimeError(f"vLLM admitted {len(exts) - len(pending)} of {len(exts)} "
-                                       f"prompts in {steps} steps (its KV cache is full or the "
-                                       "prompts exceed its token budget per step: give the LLM a "
-                                       "larger memory fraction)")
-            ended = time.monotonic()
-        finally:
-            STEP_FILTER.allowed = None
-        return got, (started, ended, duration)
-
-
-class _Unserved(RuntimeError):
-    def __init__(self, exts: set[str], message: str):
-        super().__init__(message)
-        self.exts = set(exts)
-
-
-def _short(exc: BaseException, limit: int = 1000) -> str:
-    """:func:`muxsim.live.hf._one_line`, cut at ``limit`` characters (vLLM's errors can be long)."""
-    text = _one_line(exc)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _measure(runner: StepRunner, batch: int, seq: int, warmup: int, repeats: int):
-    """Calibration point in a worker: as :func:`muxsim.live.hf._measure`, on step time."""
-    prefill_s, decode_s = [], []
-    for rep in range(warmup + repeats):
-        # Ids of their own kind cannot collide with the live requests' (ints).
-        rids = [("measure", rep, i) for i in range(batch)]
-        try:
-            p = runner.prefill([(rid, seq) for rid in rids])[2]
-            d = statistics.median(runner.decode(rids)[2] for _ in range(_DECODE_STEPS))
-        finally:
-            runner.release(rids)
-        if rep >= warmup:
-            prefill_s.append(p)
-            decode_s.append(d)
-    return prefill_s, decode_s
+def _short(exc: BaseException) -> str:
+    """:func:`muxsim.live.workers.one_line`, cut at 1000 characters (vLLM's errors can be long)."""
+    return one_line(exc, limit=1000)
 
 
 class _VLLMBackend:
@@ -601,7 +323,8 @@ class _Options:
 def _worker_main(llm: str, spec: ModelSpec, partition: Partition, checkpoint: str | None,
                  seed: int, opts: _Options, conn) -> None:
     """Entry point of one LLM's worker process: set the environment, load, then execute
-    commands in order (the protocol of :mod:`muxsim.live.hf`'s workers)."""
+    commands in order (the protocol of :mod:`muxsim.live.workers`). Never raises: a load
+    failure goes back to the parent as ``("load_error", text)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     folder = None
     try:
@@ -626,16 +349,17 @@ def _worker_main(llm: str, spec: ModelSpec, partition: Partition, checkpoint: st
                                  enable_chunked_prefill=opts.enable_chunked_prefill)
             backend = _make_backend(opts.backend, kwargs)
             runner = StepRunner(backend, spec.vocab_size, seed, max_num_seqs=opts.max_num_seqs)
+            jobs = {"prefill": runner.prefill, "decode": runner.decode}
             # Warm the kernels and allocator once so the first real job is not an outlier; this
             # also checks the phase scheduler is in effect before the first job.
-            _measure(runner, 2, 8, 1, 0)
+            measure_point(jobs, runner.release, 2, 8, 1, 0)
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
             conn.send(("load_error", _short(exc)))
             return
         info = {"pid": os.getpid(), "device": partition.device, **env, **backend.info()}
         conn.send(("ready", info))
-        serve_commands(conn, {"prefill": runner.prefill, "decode": runner.decode}, runner.release,
-                       lambda *point: _measure(runner, *point), _short)
+        serve_commands(conn, jobs, runner.release,
+                       lambda *point: measure_point(jobs, runner.release, *point), _short)
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -645,10 +369,10 @@ def _worker_main(llm: str, spec: ModelSpec, partition: Partition, checkpoint: st
 # Parent side
 # --------------------------------------------------------------------------------------------
 
-class VLLMEngine(TransformersEngine):
+class VLLMEngine(ProcessEngine):
     """Live engine on vLLM: one ``spawn``-ed worker process, holding one vLLM engine, per LLM.
 
-    The parent side is :class:`muxsim.live.hf.TransformersEngine`'s (job ids, :meth:`wait`,
+    The parent side is :class:`muxsim.live.workers.ProcessEngine`'s (job ids, :meth:`wait`,
     :meth:`measure`, :meth:`release`, errors, :meth:`close`); see the module docstring for what
     a worker does. Jobs of one LLM run in submission order; jobs of different LLMs run
     concurrently in their processes (on one GPU: time-sliced, or SM-limited under MPS).
@@ -699,7 +423,7 @@ class VLLMEngine(TransformersEngine):
                               int(max_num_seqs), bool(enable_chunked_prefill), backend)
         # multiprocessing joins non-daemon children at exit after running finalizers of
         # priority >= 0: stop the workers there, or the join would wait forever.
-        multiprocessing.util.Finalize(self, _stop_workers, args=(self._workers, stop_timeout_s),
+        multiprocessing.util.Finalize(self, stop_workers, args=(self._workers, stop_timeout_s),
                                       exitpriority=10)
 
     def load(self, llm: str, model: ModelSpec, partition: Partition, checkpoint: str | None = None,
@@ -714,9 +438,7 @@ class VLLMEngine(TransformersEngine):
                 CUDA device (or has a bad SM share / memory fraction), or the worker failed or
                 timed out building the engine (the message carries the worker's error).
         """
-        self._check_open()
-        if llm in self._workers:
-            raise EngineError(f"{llm}: already loaded")
+        self._check_loadable(llm)
         try:
             worker_env(partition)
             engine_args(partition, "", dummy=True, memory_fraction=self._opts.memory_fraction)
