@@ -11,13 +11,13 @@ import yaml
 from typer.testing import CliRunner
 
 from muxsim.cli import app
-from muxsim.trace_cli import rate_over_time, trace_stats
+from muxsim.cli.trace import rate_over_time, trace_stats
 from muxsim.workload import load_workload, save_workload
 from muxsim.workload.synth import burstiness_cv, mean_rate, split_among_llms
 
 runner = CliRunner()
 
-pytest.importorskip("muxsim.workload.traces")
+pytest.importorskip("muxsim.workload.formats")
 
 
 def _azure_csv(path: Path, n: int = 3000, seed: int = 0) -> Path:

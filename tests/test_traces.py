@@ -1,4 +1,4 @@
-"""Tests for muxsim.workload.traces: real-trace loaders, format detection and arrival assignment.
+"""Tests for muxsim.workload.formats (real-trace loaders, format detection) and assign_arrivals.
 
 Every loader runs on small inline samples written to tmp_path (made up here, never rows of
 ../shared/data). The tests at the end load the real files and skip when ../shared/data is
@@ -7,6 +7,7 @@ absent (a fresh clone).
 
 from __future__ import annotations
 
+import inspect
 import json
 import tempfile
 from pathlib import Path
@@ -23,11 +24,14 @@ from muxsim.workload import (
     TraceFormatError,
     assign_arrivals,
     detect_format,
+    formats,
     load_muxserve_rates,
     load_trace,
     load_workload,
     save_workload,
 )
+from muxsim.workload.formats.common import read_json_document, trace_frame
+from muxsim.workload.formats.sniff import SniffRule
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -354,7 +358,8 @@ def test_burstgpt_empty_model(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # ShareGPT conversation JSON
 
-WORDS = "hello world how are you fine thanks and what is up the sky blue".split()
+WORDS = ["hello", "world", "how", "are", "you", "fine", "thanks", "and", "what", "is", "up",
+         "the", "sky", "blue"]
 
 SHAREGPT = [
     {"id": "c1", "conversations": [
@@ -532,6 +537,46 @@ def test_detect_format(tmp_path):
         detect_format(write(tmp_path, "x.csv", "foo,bar\n1,2\n"))
     with pytest.raises(TraceFormatError, match="load_muxserve_rates"):
         detect_format(write(tmp_path, "models.yaml", MODELS_YAML))
+
+
+def test_detect_format_precedence(tmp_path):
+    # Where two formats' rules both match, their SNIFF ranks and then registry order decide.
+    mixed = "Timestamp,Model,arrived_at,num_prefill_tokens\n0,a,0,3\n"
+    assert detect_format(write(tmp_path, "m.csv", mixed)) == "burstgpt"
+    assert detect_format(write(tmp_path, "v.csv", AZURE_VIDUR)) == "azure"  # has lengths' names
+    both = [{"id": "c", "input_length": 3, "conversations": []}]
+    assert detect_format(write(tmp_path, "p.json", json.dumps(both, indent=1))) == "sharegpt"
+    assert detect_format(write(tmp_path, "l.jsonl", json.dumps(both[0]))) == "mooncake"
+    pretty = '[\n {"timestamp": 1,\n "input_length": 2}]'  # no whole object on line 1
+    assert detect_format(write(tmp_path, "t.json", pretty)) == "mooncake"
+
+
+def test_registry_is_one_table(tmp_path, monkeypatch):
+    params = inspect.signature(load_trace).parameters
+    keyword_only = {n for n, v in params.items() if v.kind is v.KEYWORD_ONLY}
+    assert formats.TRACE_FORMATS == tuple(formats.FORMATS) == TRACE_FORMATS
+    for name, entry in formats.FORMATS.items():
+        assert set(entry.options) <= keyword_only, name
+        assert entry.load.__doc__ and entry.sniff, name
+
+    # A new format is a loader, its detection rules and one registry entry; load_trace and
+    # detect_format need no change.
+    def load_pairs(p, *, llm):
+        """JSON list of [prompt, output] pairs."""
+        doc = read_json_document(p)
+        prompt, output = (np.asarray(x, dtype=np.int64) for x in zip(*doc))
+        return trace_frame(p, "pairs", llm, None, prompt, output)
+
+    rule = SniffRule("json_text", lambda text: text.startswith("[["))
+    monkeypatch.setitem(formats.FORMATS, "pairs", formats.TraceFormat(load_pairs, ("llm",), (rule,)))
+    monkeypatch.setattr(formats, "TRACE_FORMATS", tuple(formats.FORMATS))
+    path = write(tmp_path, "p.json", "[[3, 4], [0, 2], [5, 6]]")
+    assert detect_format(path) == "pairs"
+    df = load_trace(path, llm="m")
+    check_workload(df, timed=False)
+    assert df["prompt_tokens"].tolist() == [3, 5] and df.attrs["dropped_rows"] == 1
+    with pytest.raises(ValueError, match="infer_sessions applies to fmt='lengths' only"):
+        load_trace(path, infer_sessions=True)
 
 
 @FAST

@@ -362,7 +362,7 @@ def convert(
             if rate is None:
                 raise Fail(f"{trace} is a length-only trace ({df.attrs.get('format', 'no times')}): "
                                 "give --rate R (mean req/s) to draw arrival times [--arrival gamma --cv C] [--seed S]")
-            from muxsim.workload.traces import assign_arrivals
+            from muxsim.workload.arrivals import assign_arrivals
 
             df = assign_arrivals(df, rate, seed, process=arrival, cv=cv)
         elif rate is not None or arrival != "poisson" or cv != 1.0:

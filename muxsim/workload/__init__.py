@@ -7,7 +7,14 @@ Typical use (the paper's synthetic workload, docs/muxserve.md §8)::
                            EmpiricalLengths.sharegpt(), seed=0)
 """
 
-from .arrivals import ARRIVAL_PROCESSES, arrival_times
+from .arrivals import ARRIVAL_PROCESSES, arrival_times, assign_arrivals
+from .formats import (
+    TRACE_FORMATS,
+    TraceFormatError,
+    detect_format,
+    load_muxserve_rates,
+    load_trace,
+)
 from .generate import WORKLOAD_COLUMNS, generate_workload, load_workload, save_workload
 from .lengths import (
     SHAREGPT_LENGTHS_PATH,
@@ -18,26 +25,18 @@ from .lengths import (
     ScaledLengths,
 )
 from .popularity import popularity_rates
-from .traces import (
-    TRACE_FORMATS,
-    TraceFormatError,
-    assign_arrivals,
-    detect_format,
-    load_muxserve_rates,
-    load_trace,
-)
 
 __all__ = [
     "ARRIVAL_PROCESSES",
+    "SHAREGPT_LENGTHS_PATH",
+    "SHAREGPT_V3_LENGTHS_PATH",
+    "TRACE_FORMATS",
+    "WORKLOAD_COLUMNS",
     "EmpiricalLengths",
     "FixedLengths",
     "LengthSampler",
-    "SHAREGPT_LENGTHS_PATH",
-    "SHAREGPT_V3_LENGTHS_PATH",
     "ScaledLengths",
-    "TRACE_FORMATS",
     "TraceFormatError",
-    "WORKLOAD_COLUMNS",
     "arrival_times",
     "assign_arrivals",
     "detect_format",

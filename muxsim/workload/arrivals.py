@@ -1,12 +1,18 @@
-"""Request arrival times of one LLM: Poisson, or a Gamma renewal process for burstier traffic."""
+"""Request arrival times: Poisson, or a Gamma renewal process for burstier traffic.
+
+:func:`arrival_times` draws one LLM's arrivals on a window; :func:`assign_arrivals` gives every
+request of a length-only trace (:func:`muxsim.workload.load_trace` with ``"lengths"`` or
+``"sharegpt"``) an arrival time, so it becomes a complete workload.
+"""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["arrival_times", "ARRIVAL_PROCESSES"]
+__all__ = ["ARRIVAL_PROCESSES", "arrival_times", "assign_arrivals"]
 
 #: Accepted values of ``process``.
 ARRIVAL_PROCESSES = ("poisson", "gamma")
@@ -72,7 +78,7 @@ def arrival_times(
     expected = rate * duration_s
     # The count's std is about cv * sqrt(expected) for a renewal process; 6 sigma makes a
     # top-up rare without over-drawing much.
-    block = int(math.ceil(expected + 6.0 * cv * math.sqrt(expected) + 16))
+    block = math.ceil(expected + 6.0 * cv * math.sqrt(expected) + 16)
     times = np.cumsum(_gaps(rng, process, rate, cv, block))
     chunks = [times]
     while chunks[-1][-1] < duration_s:
@@ -80,3 +86,67 @@ def arrival_times(
         chunks.append(more)
     times = np.concatenate(chunks) if len(chunks) > 1 else times
     return times[: np.searchsorted(times, duration_s, side="left")]
+
+
+def assign_arrivals(
+    df: pd.DataFrame,
+    rate: float,
+    seed: int,
+    process: str = "poisson",
+    cv: float = 1.0,
+) -> pd.DataFrame:
+    """Give each request of a trace an arrival time so it becomes a complete workload.
+
+    One renewal process of mean rate ``rate`` for the whole frame (not one per LLM), drawn with
+    :func:`arrival_times` from ``numpy.random.default_rng(seed)``: rows keep
+    their order and request ``k`` gets the ``k``-th arrival, so ``request_id`` order stays the
+    arrival order. As in :func:`~muxsim.workload.generate_workload`, the first arrival is one
+    gap after 0 s (not re-zeroed). The window is grown until it holds ``len(df)`` arrivals;
+    the result is a deterministic function of (``len(df)``, ``rate``, ``seed``, ``process``,
+    ``cv``).
+
+    Args:
+        df: frame with ``request_id``, ``llm``, ``prompt_tokens``, ``output_tokens`` (e.g. from
+            :func:`muxsim.workload.load_trace` with a length-only format); an existing ``arrival_s`` is
+            replaced. Not modified.
+        rate: mean arrival rate, req/s, finite and > 0.
+        seed: integer >= 0.
+        process: ``"poisson"`` or ``"gamma"``.
+        cv: coefficient of variation of the gaps (``"gamma"`` only; 1 for ``"poisson"``).
+
+    Returns:
+        A copy of ``df`` with float64 ``arrival_s`` (s, ascending) placed after ``llm`` and the
+        same ``attrs``.
+
+    Raises:
+        ValueError: missing workload columns, an empty frame, bad ``seed``, ``rate``,
+            ``process`` or ``cv`` (see :func:`arrival_times`).
+    """
+    need = ["request_id", "llm", "prompt_tokens", "output_tokens"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"assign_arrivals: missing column(s) {missing}; required {need}")
+    n = len(df)
+    if n == 0:
+        raise ValueError("assign_arrivals: the frame has no requests")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        # ValueError, not TypeError: every bad rate is one error type, as documented.
+        raise ValueError(f"rate must be a finite rate > 0 req/s, got {rate!r}")  # noqa: TRY004
+    rate = float(rate)
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"rate must be a finite rate > 0 req/s, got {rate!r}")
+    sd = max(float(cv), 1.0) if math.isfinite(float(cv)) else 1.0
+    duration = (n + 6.0 * sd * math.sqrt(n) + 16.0) / rate
+    while True:
+        t = arrival_times(np.random.default_rng(int(seed)), rate, duration, process, float(cv))
+        if len(t) >= n:
+            break
+        duration *= 2.0
+    out = df.copy()
+    if "arrival_s" in out.columns:
+        out = out.drop(columns="arrival_s")
+    out.insert(list(out.columns).index("llm") + 1, "arrival_s", t[:n].astype(np.float64))
+    out.attrs = dict(df.attrs)
+    return out

@@ -16,7 +16,13 @@ import pyarrow.parquet as pq
 from .arrivals import arrival_times
 from .lengths import LengthSampler
 
-__all__ = ["generate_workload", "save_workload", "load_workload", "WORKLOAD_COLUMNS"]
+__all__ = [
+    "WORKLOAD_COLUMNS",
+    "generate_workload",
+    "load_workload",
+    "save_workload",
+    "validated_workload",
+]
 
 #: Column -> kind of the workload table: "int" is stored as int64, "float" as float64,
 #: "str" as a string column.
@@ -146,8 +152,22 @@ def _caps(max_requests, n: int) -> list[int | None]:
     return [int(c) for c in caps]
 
 
-def _validated(df: pd.DataFrame, what: str) -> pd.DataFrame:
-    """Check the workload schema, widen lossless dtypes, return the frame with a RangeIndex."""
+def validated_workload(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Check the workload schema, widen lossless dtypes, return the frame with a RangeIndex.
+
+    Args:
+        df: a frame with at least the :data:`WORKLOAD_COLUMNS`; not modified.
+        what: names the frame in error messages (e.g. a file path).
+
+    Returns:
+        A copy with a RangeIndex, ``request_id`` / token columns int64, ``arrival_s`` float64,
+        ``llm`` str; other columns kept.
+
+    Raises:
+        ValueError: a missing column, a column of the wrong kind (or ``llm`` with missing
+            values), duplicate ``request_id`` values, ``arrival_s`` not finite, >= 0 s and
+            ascending, or a token count below 1.
+    """
     missing = [c for c in WORKLOAD_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{what}: missing column(s) {missing}; required {list(WORKLOAD_COLUMNS)}")
@@ -208,7 +228,7 @@ def save_workload(df: pd.DataFrame, path: str | Path) -> Path:
             request ids, negative/unsorted arrivals or lengths < 1 token.
     """
     path = Path(path)
-    out = _validated(df, "workload to save")
+    out = validated_workload(df, "workload to save")
     table = pa.Table.from_pandas(out, preserve_index=False)
     # pandas >= 3 writes large_string; pin plain string so the file schema does not depend on
     # the pandas version that wrote it.
@@ -248,4 +268,4 @@ def load_workload(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"workload file not found: {path}")
-    return _validated(pd.read_parquet(path, engine="pyarrow"), str(path))
+    return validated_workload(pd.read_parquet(path, engine="pyarrow"), str(path))

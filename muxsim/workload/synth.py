@@ -29,31 +29,39 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from muxsim.schema import format_validation_error, read_yaml
 
 from .popularity import popularity_rates
 
 __all__ = [
-    "SynthSpecError",
-    "SynthSpec",
-    "SourceSpec",
-    "WindowSpec",
-    "PopularitySpec",
     "DriftWindowSpec",
-    "source_formats",
+    "PopularitySpec",
+    "SourceSpec",
+    "SynthSpec",
+    "SynthSpecError",
+    "WindowSpec",
+    "burstiness_cv",
+    "condense",
+    "cut_window",
+    "drifting_split",
     "load_source",
+    "load_synth_spec",
+    "mean_rate",
     "power_law_weights",
     "rates_file_weights",
-    "split_among_llms",
-    "drifting_split",
-    "condense",
+    "renumbered",
     "rescale_to_rate",
-    "cut_window",
-    "mean_rate",
-    "burstiness_cv",
-    "load_synth_spec",
+    "source_formats",
+    "split_among_llms",
     "synthesize",
 ]
 
@@ -73,7 +81,9 @@ def _check_seed(seed) -> int:
 
 def _check_llms(llms: Sequence[str]) -> list[str]:
     if isinstance(llms, str):
-        raise ValueError(f"llms must be a list of names, got the string {llms!r}")
+        # ValueError like every other bad llms value: callers report them as one kind.
+        raise ValueError(  # noqa: TRY004
+            f"llms must be a list of names, got the string {llms!r}")
     llms = list(llms)
     if not llms:
         raise ValueError("llms must name at least one LLM")
@@ -103,7 +113,9 @@ def _check_weights(weights, n: int, what: str = "weights") -> np.ndarray:
 
 def _check_times(trace: pd.DataFrame, what: str = "trace") -> np.ndarray:
     if not isinstance(trace, pd.DataFrame):
-        raise ValueError(f"{what} must be a pandas DataFrame, got {type(trace).__name__}")
+        # ValueError like the other checks here: the public functions document ValueError.
+        raise ValueError(  # noqa: TRY004
+            f"{what} must be a pandas DataFrame, got {type(trace).__name__}")
     if "arrival_s" not in trace.columns:
         raise ValueError(
             f"{what} has no 'arrival_s' column (a length-only trace?); add arrival times first "
@@ -124,6 +136,10 @@ def _renumbered(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: Public name of :func:`_renumbered`, for callers outside this module (muxsim.config).
+renumbered = _renumbered
+
+
 def _sorted_by_arrival(trace: pd.DataFrame) -> pd.DataFrame:
     t = _check_times(trace)
     order = np.argsort(t, kind="stable")
@@ -137,7 +153,7 @@ def _sorted_by_arrival(trace: pd.DataFrame) -> pd.DataFrame:
 def source_formats() -> tuple[str, ...]:
     """Formats :func:`load_source` accepts: ``"parquet"`` (a saved workload) and the formats of
     :data:`muxsim.workload.traces.TRACE_FORMATS`."""
-    from .traces import TRACE_FORMATS
+    from .formats import TRACE_FORMATS
 
     return (PARQUET_FORMAT, *TRACE_FORMATS)
 
@@ -180,7 +196,7 @@ def load_source(
         from .generate import load_workload
 
         return load_workload(path)
-    from .traces import load_trace
+    from .formats import load_trace
 
     if fmt is not None and fmt not in source_formats():
         raise ValueError(f"unknown trace format {fmt!r}; allowed: {', '.join(source_formats())}")
@@ -227,7 +243,7 @@ def rates_file_weights(path: str | Path) -> tuple[list[str], np.ndarray]:
         FileNotFoundError: missing file.
         ValueError: malformed file, or rates that are negative, not finite or all zero.
     """
-    from .traces import load_muxserve_rates
+    from .formats import load_muxserve_rates
 
     df = load_muxserve_rates(path)
     names = [str(n) for n in df["llm"]]
@@ -675,7 +691,9 @@ class SynthSpec(_Strict):
         if v is None:
             return v
         if isinstance(v, bool) or not isinstance(v, (int, list)):
-            raise ValueError(f"must be a count >= 1 or a list of LLM names, got {v!r}")
+            # pydantic turns ValueError, not TypeError, into a field's validation error.
+            raise ValueError(  # noqa: TRY004
+                f"must be a count >= 1 or a list of LLM names, got {v!r}")
         if isinstance(v, int) and v < 1:
             raise ValueError(f"must be a count >= 1, got {v}")
         if isinstance(v, list):
@@ -745,7 +763,7 @@ def synthesize(spec: SynthSpec, base_dir: str | Path | None = None) -> pd.DataFr
             timed source with one), a window that keeps fewer requests than a step needs, or
             a rates file whose LLM count disagrees with ``llms``; the message names the field.
     """
-    from .generate import _validated
+    from .generate import validated_workload
 
     base = Path(base_dir) if base_dir is not None else None
     src = spec.source
@@ -764,7 +782,7 @@ def synthesize(spec: SynthSpec, base_dir: str | Path | None = None) -> pd.DataFr
         if src.rate is None:
             raise ValueError(f"source.rate: required: {path} is a length-only trace with no arrival "
                              "times; give a mean rate in req/s (and arrival/cv)")
-        from .traces import assign_arrivals
+        from .arrivals import assign_arrivals
 
         df = assign_arrivals(df, src.rate, arr_seed, process=src.arrival, cv=src.cv)
     elif src.rate is not None or src.arrival != "poisson":
@@ -821,7 +839,7 @@ def synthesize(spec: SynthSpec, base_dir: str | Path | None = None) -> pd.DataFr
     df = _renumbered(df)
     cols = ["request_id", "llm", "arrival_s", "prompt_tokens", "output_tokens"]
     df = df[[c for c in cols if c in df.columns] + [c for c in df.columns if c not in cols]]
-    return _validated(df, "synthesized workload")
+    return validated_workload(df, "synthesized workload")
 
 
 def load_synth_spec(path: str | Path) -> SynthSpec:
