@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from muxsim.config import load_config
-from muxsim.runner import placement_for, plan_experiment, simulated_placement
+from muxsim.experiment import placement_for, plan_experiment, simulated_placement
 
 ROOT = Path(__file__).resolve().parents[1]
 

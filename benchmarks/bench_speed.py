@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from muxsim.config import load_config
-from muxsim.runner import plan_experiment, simulate_cell, strategy_placement
+from muxsim.experiment import plan_experiment, simulate_cell, strategy_placement
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,10 +35,10 @@ from muxsim.catalog import get_gpu, get_model
 from muxsim.config import load_config
 from muxsim.core.placement import Placement
 from muxsim.core.replay import RunSpec
-from muxsim.runner import (
-    _context,
+from muxsim.experiment import (
     latency_models,
     lengths_sampler,
+    placement_context,
     plan_experiment,
     seq_tokens,
     simulate_cell,
@@ -94,7 +94,7 @@ def main() -> None:
     for p in plans:
         t0 = time.perf_counter()
         pl = p.placements["muxserve"]
-        ctx = _context(cfg, p.cell)
+        ctx = placement_context(cfg, p.cell)
         res = simulate_cell(cfg, p.cell, "muxserve", pl, p.workload)
         summ = metrics.summarize(res.requests.assign(cell=p.cell.label, strategy="muxserve"), [8], 8)
         served = summ.set_index("llm")["throughput_rps"].to_dict()

@@ -34,8 +34,8 @@ from muxsim import metrics
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import ExperimentConfig, load_config
 from muxsim.core.replay import RunSpec
+from muxsim.experiment import cell_workload, placement_for, seq_tokens
 from muxsim.perf import get_latency_model
-from muxsim.runner import cell_workload, placement_for, seq_tokens
 from muxsim.sim.driver import simulate
 
 ROOT = Path(__file__).resolve().parents[1]

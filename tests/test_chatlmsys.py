@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from muxsim.cli import app
 from muxsim.config import ConfigError, ExperimentConfig, load_config
-from muxsim.runner import lengths_sampler
+from muxsim.experiment import lengths_sampler
 from muxsim.workload import EmpiricalLengths, ScaledLengths
 
 ROOT = Path(__file__).resolve().parents[1]

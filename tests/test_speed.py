@@ -11,6 +11,7 @@ import pytest
 
 from muxsim.catalog import get_gpu, get_model
 from muxsim.config import load_config
+from muxsim.core.replay import RunSpec
 from muxsim.experiment import cell_workload, placement_for, seq_tokens
 from muxsim.experiment.validation import pinned_cores
 from muxsim.live.speed import (
@@ -21,7 +22,7 @@ from muxsim.live.speed import (
     probe_speed,
 )
 from muxsim.perf import get_latency_model
-from muxsim.sim.driver import simulate
+from muxsim.sim.driver import simulate as _simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = get_gpu("cpu-core")
@@ -60,6 +61,11 @@ def test_scaled_curve_and_model():
     assert lat.curve(m7, 1, gpu).prefill_s(100, 1, 100) == pytest.approx(2 * c.prefill_s(100, 1, 100))
     # a model without factors keeps its curve
     assert lat.curve(m13, 1, gpu).decode_s(4, 400, 50) == base.curve(m13, 1, gpu).decode_s(4, 400, 50)
+
+
+def simulate(*args, speed=None, **kw):
+    """:func:`muxsim.sim.driver.simulate` of ``RunSpec(*args, **kw)``."""
+    return _simulate(RunSpec(*args, **kw), speed=speed)
 
 
 def _validate_cpu_args():

@@ -394,6 +394,7 @@ def test_live_driver_runs_two_llms(engine):
     subsets, releases, preemption recompute) on the engine's processes and job logic."""
     from muxsim.catalog import get_gpu
     from muxsim.config import load_config
+    from muxsim.core.replay import RunSpec
     from muxsim.experiment import cell_workload, placement_for, seq_tokens
     from muxsim.live.driver import run_live
     from muxsim.perf import get_latency_model
@@ -417,9 +418,10 @@ def test_live_driver_runs_two_llms(engine):
     cell = cfg.cells()[0]
     latency = get_latency_model(cfg.cluster.gpu)
     wl = cell_workload(cfg, cell, 0)
-    res = run_live(placement_for(cfg, cell, "muxserve", latency), "muxserve", wl, names, models,
-                   cell.rates, get_gpu(cfg.cluster.gpu), latency, engine, cfg.scheduler,
-                   seq_tokens(cfg), drain_limit_s=20.0)
+    spec = RunSpec(placement_for(cfg, cell, "muxserve", latency), "muxserve", wl, names, models,
+                   cell.rates, get_gpu(cfg.cluster.gpu), latency, cfg.scheduler, seq_tokens(cfg),
+                   drain_limit_s=20.0)
+    res = run_live(spec, engine)
     assert len(res.requests) == len(wl) > 0
     assert res.requests["finish_s"].notna().all()
     assert set(res.jobs.kind) == {"prefill", "decode"} and (res.jobs.measured_s > 0).all()

@@ -104,6 +104,7 @@ def test_calibration_sweep(tmp_path):
 
 def test_live_driver_two_llms_on_one_gpu(engine):
     from muxsim.config import load_config
+    from muxsim.core.replay import RunSpec
     from muxsim.experiment import cell_workload, placement_for, seq_tokens
     from muxsim.live.driver import run_live
     from muxsim.perf import get_latency_model
@@ -124,9 +125,10 @@ def test_live_driver_two_llms_on_one_gpu(engine):
     cell = cfg.cells()[0]
     latency = get_latency_model(cfg.cluster.gpu)
     wl = cell_workload(cfg, cell, 0)
-    res = run_live(placement_for(cfg, cell, "muxserve", latency), "muxserve", wl, names, models,
-                   cell.rates, get_gpu(cfg.cluster.gpu), latency, engine, cfg.scheduler,
-                   seq_tokens(cfg), drain_limit_s=60.0)
+    spec = RunSpec(placement_for(cfg, cell, "muxserve", latency), "muxserve", wl, names, models,
+                   cell.rates, get_gpu(cfg.cluster.gpu), latency, cfg.scheduler, seq_tokens(cfg),
+                   drain_limit_s=60.0)
+    res = run_live(spec, engine)
     assert len(res.requests) == len(wl) > 0
     assert res.requests["finish_s"].notna().all()
     assert set(res.jobs.kind) == {"prefill", "decode"} and (res.jobs.measured_s > 0).all()

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from muxsim._version import __version__
 
-from . import calibrate, run, trace, validate  # noqa: F401  (they register their commands)
-from . import common
+from . import calibrate, common, run, trace, validate  # noqa: F401  (they register their commands)
 from .app import app
 
 __all__ = ["app", "main"]

@@ -23,7 +23,7 @@ from muxsim.core.records import DRAINED, STALLED, request_table
 from muxsim.core.settings import SchedulerConfig
 from muxsim.core.strategies import build_schedulers
 
-__all__ = ["RunSpec", "attach_curves", "result_table", "stop_time", "workload_requests"]
+__all__ = ["RunSpec", "attach_curves", "placement_curves", "result_table", "stop_time", "workload_requests"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,14 @@ def stop_time(reqs: Sequence[Request], drain_limit_s: float | None) -> float:
         return math.inf
     last = max((r.arrival for r in reqs), default=0.0)
     return last + drain_limit_s
+
+
+def placement_curves(placement: Placement, names: Sequence[str], models: Sequence[ModelSpec], latency,
+                     gpu: GPUSpec) -> dict[str, Any]:
+    """Each placed LLM's latency curve (its model on its mesh's GPUs), by LLM name."""
+    index = {n: i for i, n in enumerate(names)}
+    return {llm: latency.curve(models[index[llm]], mesh.gpus, gpu)
+            for mesh in placement.meshes for llm in mesh.llms}
 
 
 def attach_curves(runtimes: Sequence[LLMRuntime], latency, gpu: GPUSpec) -> dict[str, str]:

@@ -40,12 +40,14 @@ class CellPlan:
 @dataclass(frozen=True)
 class PlacementTask:
     """What a worker needs to place one cell: the validated config, the cell, the placement
-    kind, and for the simulation-guided search (kind ``"simulated"``) the cell's workload."""
+    kind, for the simulation-guided search (kind ``"simulated"``) the cell's workload, and a
+    latency model replacing the GPU's default (None: the default)."""
 
     cfg: ExperimentConfig
     cell: Cell
     kind: str
     workload: pd.DataFrame | None = None
+    latency: object = None
 
     @property
     def label(self) -> str:
@@ -57,16 +59,18 @@ class PlacementTask:
 def place(task: PlacementTask) -> Placement:
     """Place ``task``'s cell (a worker's entry point)."""
     if task.kind == "simulated":
-        return simulated_placement(task.cfg, task.cell, task.workload)
-    return placement_for(task.cfg, task.cell, task.kind)
+        return simulated_placement(task.cfg, task.cell, task.workload, task.latency)
+    return placement_for(task.cfg, task.cell, task.kind, task.latency)
 
 
 def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] = lambda s: None,
-                    cells: list[Cell] | None = None, simulated: bool = True) -> list[CellPlan]:
+                    cells: list[Cell] | None = None, simulated: bool = True, latency=None) -> list[CellPlan]:
     """The experiment plan: every cell with its placements and its workload (see the module
     docstring). ``ex``: a process pool for the placement searches (None: in this process);
     ``cells``: plan only these cells of ``cfg.cells()`` (each keeps its index); ``simulated``:
-    also run the simulation-guided searches the strategies need (False: workloads only).
+    also run the simulation-guided searches the strategies need (False: workloads only);
+    ``latency``: the latency model placements are searched on (None: the GPU's default; live
+    validation passes its calibrated one).
 
     Raises:
         muxsim.core.placement.PlacementError, ValueError: infeasible placement or bad input.
@@ -76,7 +80,7 @@ def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] 
     placements: list[dict[str, Placement]] = [{} for _ in chosen]
     kinds = [k for k in placement_kinds(cfg) if k != "simulated"]
     where = [(i, kind) for i in range(len(chosen)) for kind in kinds]
-    tasks = [PlacementTask(cfg, chosen[i][1], kind) for i, kind in where]
+    tasks = [PlacementTask(cfg, chosen[i][1], kind, latency=latency) for i, kind in where]
     for (i, kind), pl in zip(where, map_tasks(ex, place, tasks, tick, lambda t: t.label)):
         placements[i][kind] = pl
     counts = [request_counts(cfg, p.get("muxserve")) for p in placements]
@@ -84,7 +88,7 @@ def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] 
     if simulated and "simulated" in placement_kinds(cfg):
         # the longest workloads first keeps the workers busy to the end
         order = sorted(range(len(chosen)), key=lambda i: -len(workloads[i]))
-        tasks = [PlacementTask(cfg, chosen[i][1], "simulated", workloads[i]) for i in order]
+        tasks = [PlacementTask(cfg, chosen[i][1], "simulated", workloads[i], latency) for i in order]
         for i, pl in zip(order, map_tasks(ex, place, tasks, tick, lambda t: t.label)):
             placements[i]["simulated"] = pl
     return [CellPlan(k, c, p, wl, n)

@@ -30,12 +30,15 @@ import numpy as np
 import pandas as pd
 
 from muxsim import metrics
-from muxsim.catalog import get_gpu, get_model
+from muxsim.catalog import get_model
 from muxsim.config import ConfigError, ExperimentConfig
 from muxsim.core.strategies import get_strategy
-from muxsim.experiment import placement_kinds, seq_tokens, strategy_placement
 from muxsim.files import atomic_file
 from muxsim.live.speed import ScaledLatency, SpeedTrace, probe_speed
+
+from .placements import strategy_placement
+from .plan import plan_experiment
+from .simulation import run_spec, simulate_cell
 
 __all__ = ["ValidationResult", "engine_factory", "pinned_cores", "calibrate_for", "compare", "validate_experiment", "plot_attainment", "write_validation",
            "COMPARED_METRICS"]
@@ -194,20 +197,12 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
         muxsim.core.placement.PlacementError: infeasible placement.
         muxsim.live.engine.EngineError: the engine failed.
     """
-    from muxsim.experiment import (
-        cell_workload,
-        placement_for,
-        request_counts,
-        simulate_cell,
-        simulated_placement,
-    )
     from muxsim.live.driver import load_models
     from muxsim.live.engine import Partition
 
     say = progress or (lambda label: None)
     latency, fitted, _ = calibrate_for(cfg, out_dir, recalibrate,
                                        lambda done, total, label: say(f"calibration {done}/{total} {label}"))
-    gpu = get_gpu(cfg.cluster.gpu)
     names = cfg.llm_names()
     models = [get_model(m) for m in cfg.llm_models()]
     live = cfg.live
@@ -222,16 +217,12 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     model_of = dict(zip(names, cfg.llm_models()))
     with engine_factory(cfg.live.engine)() as engine:
         load_models(engine, names, models, parts, cfg.seed, ckpt)
-        for ci, cell in enumerate(cfg.cells()):
-            kinds = placement_kinds(cfg)
-            placements = {k: placement_for(cfg, cell, k, latency) for k in kinds if k != "simulated"}
-            wl = cell_workload(cfg, cell, ci, request_counts(cfg, placements.get("muxserve")))
-            if "simulated" in kinds:
-                placements["simulated"] = simulated_placement(cfg, cell, wl, latency)
+        for plan in plan_experiment(cfg, latency=latency):
+            cell, wl = plan.cell, plan.workload
             for strategy in cfg.strategies:
-                placement = placements[strategy_placement(cfg, strategy)]
-                args = (placement, strategy, wl, names, models, cell.rates, gpu)
-                res, speed = _steady_live_run(engine, args, latency, cfg, say, f"{cell.label} {strategy}")
+                placement = plan.placements[strategy_placement(cfg, strategy)]
+                spec = run_spec(cfg, cell, strategy, placement, wl, latency)
+                res, speed = _steady_live_run(engine, spec, cfg, say, f"{cell.label} {strategy}")
                 speeds[(cell.label, strategy)] = speed
                 scaled = ScaledLatency(latency, ScaledLatency.per_model(speed["factors"], model_of))
                 # "simulated" is the one compared; the other is kept to show what the speed
@@ -263,7 +254,7 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
                             pd.concat(jobs, ignore_index=True), speeds)
 
 
-def _steady_live_run(engine, args, latency, cfg: ExperimentConfig, say, label: str):
+def _steady_live_run(engine, spec, cfg: ExperimentConfig, say, label: str):
     """One live run between two speed probes, repeated (up to ``live.retries`` more times) while
     the machine's speed moved by more than ``live.max_drift`` between them.
 
@@ -275,23 +266,18 @@ def _steady_live_run(engine, args, latency, cfg: ExperimentConfig, say, label: s
         ``factors`` (geometric mean of both probes), ``before``, ``after``, ``drift`` and the
         number of ``attempts``).
     """
-    from muxsim.core.replay import RunSpec
+    from muxsim.core.replay import placement_curves
     from muxsim.live.driver import run_live
 
-    placement, strategy, wl, names, models, rates, gpu = args
-    curves = {}
-    for mesh in placement.meshes:
-        for llm in mesh.llms:
-            k = names.index(llm)
-            curves[llm] = latency.curve(models[k], mesh.gpus, gpu)
+    placement, strategy = spec.placement, spec.strategy
+    curves = placement_curves(placement, spec.names, spec.models, spec.latency, spec.gpu)
     live = cfg.live
     # measure the speed under the concurrency the run will have: jobs of several LLMs at once
     # unless one mesh runs one job at a time
     concurrent = not get_strategy(strategy).serial or len(placement.meshes) > 1
     for attempt in range(1, live.retries + 2):
         before = probe_speed(engine, curves, repeats=2, concurrent=concurrent)
-        res = run_live(RunSpec(*args, latency, cfg.scheduler, seq_tokens(cfg), cfg.workload.drain_limit_s,
-                               slo_base=cfg.slo.base), engine)
+        res = run_live(spec, engine)
         after = probe_speed(engine, curves, repeats=2, concurrent=concurrent)
         drift = before.drift(after)
         say(f"{label}: measured ({res.wall_s:.1f} s, speed drift {drift:.0%})")

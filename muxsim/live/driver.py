@@ -20,7 +20,13 @@ import pandas as pd
 from muxsim.catalog import ModelSpec
 from muxsim.core.llm import Request
 from muxsim.core.records import REJECTED
-from muxsim.core.replay import RunSpec, result_table, stop_time, workload_requests
+from muxsim.core.replay import (
+    RunSpec,
+    attach_curves,
+    result_table,
+    stop_time,
+    workload_requests,
+)
 from muxsim.core.schedulers import PREFILL
 from muxsim.live.engine import Engine, EngineError, Partition
 
@@ -80,7 +86,8 @@ def run_live(spec: RunSpec, engine: Engine, clock: Callable[[], float] = time.mo
     jobs = pd.DataFrame(log, columns=["llm", "kind", "n_seqs", "n_tokens", "sm_pct", "submitted_s",
                                       "ended_s", "measured_s"])
     jobs.insert(1, "model", jobs["llm"].map({rt.name: rt.model.name for rt in runtimes}))
-    curves = {rt.name: spec.latency.curve(rt.model, rt.tp, spec.gpu) for rt in runtimes}
+    attach_curves(runtimes, spec.latency, spec.gpu)
+    curves = {rt.name: rt.curve for rt in runtimes}
     jobs["predicted_s"] = [
         curves[l].prefill_s(t, n, sm) if k == PREFILL else curves[l].decode_s(n, t, sm)
         for l, k, n, t, sm in zip(jobs.llm, jobs.kind, jobs.n_seqs, jobs.n_tokens, jobs.sm_pct)]
