@@ -2,7 +2,7 @@
 Parquet tables (``muxsim.perf.table``) and the fit of those (``muxsim.perf.calibration``).
 
 The sweeps run real forward passes of the catalog's ``llama-tiny-s`` in single-thread worker
-processes (``muxsim.live.hf.TransformersEngine``); they skip when torch or transformers is not
+processes (``muxsim.live.transformers.TransformersEngine``); they skip when torch or transformers is not
 installed. Counting the engine's ``measure`` calls wraps the real engine in a subclass: every
 point is still measured for real.
 """

@@ -1,6 +1,6 @@
 """Command line for real request traces: ``muxsim trace convert | inspect | synth``.
 
-* ``convert`` reads a trace in any supported format (:mod:`muxsim.workload.traces`) and writes
+* ``convert`` reads a trace in any supported format (:mod:`muxsim.workload.formats`) and writes
   it as a workload Parquet (:func:`muxsim.workload.save_workload`) that ``workload.file`` of an
   experiment config replays;
 * ``inspect`` prints per-LLM rates over time, burstiness and length statistics, and with

@@ -16,7 +16,7 @@ __all__ = ["trace_cells", "trace_workload"]
 
 @lru_cache(maxsize=16)
 def _synthesized(spec_json: str, duration_s: float | None):
-    from muxsim.workload.synth import _renumbered
+    from muxsim.workload.synth import renumbered
 
     spec = SynthSpec.model_validate_json(spec_json)
     try:
@@ -25,7 +25,7 @@ def _synthesized(spec_json: str, duration_s: float | None):
         msg = (str(e).splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"workload.trace: {msg}") from None
     if duration_s is not None:
-        df = _renumbered(df[df["arrival_s"] < duration_s])
+        df = renumbered(df[df["arrival_s"] < duration_s])
         if len(df) == 0:
             raise ConfigError(f"workload.duration_s: {duration_s:g} s keeps no request of the trace")
     return df

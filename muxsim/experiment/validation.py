@@ -76,8 +76,8 @@ class ValidationResult:
 
 def engine_factory(name: str) -> Callable:
     """The engine class for ``name``, called with no arguments to make an engine:
-    ``transformers`` (:class:`muxsim.live.hf.TransformersEngine`, CPU or CUDA) or ``vllm``
-    (:class:`muxsim.live.vllm_engine.VLLMEngine`, CUDA GPUs only).
+    ``transformers`` (:class:`muxsim.live.transformers.TransformersEngine`, CPU or CUDA) or ``vllm``
+    (:class:`muxsim.live.vllm.VLLMEngine`, CUDA GPUs only).
 
     Raises:
         ConfigError: the engine's extra is not installed, or an unknown engine name.

@@ -17,7 +17,6 @@ with the same output resumes: points already present are skipped, the others app
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ import pandas as pd
 
 from muxsim._version import __version__
 from muxsim.catalog import get_model
+from muxsim.files import atomic_file
 from muxsim.live.engine import Engine, EngineError, Partition
 from muxsim.perf.table import (
     CALIBRATION_COLUMNS,
@@ -109,14 +109,8 @@ def _check_args(models, n_gpus, sm_pcts, batches, seqs, warmup, repeats, engine_
 
 
 def _write_atomic(df: pd.DataFrame, out: Path) -> None:
-    # Same folder as the target, so os.replace is a rename on one file system.
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(out) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _stats(durations_s: list[float], repeats: int, where: str) -> list:

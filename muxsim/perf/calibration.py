@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from muxsim.catalog import GPUS, get_gpu
+from muxsim.files import atomic_file
 from muxsim.perf.curves import FittedLatencyModel
 from muxsim.perf.fitting import fit_profile
 from muxsim.perf.profile import load_profile
@@ -173,13 +174,8 @@ def save_calibration(coeffs: dict, report: pd.DataFrame, path: str | Path,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

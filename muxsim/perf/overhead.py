@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from muxsim.catalog import GPUSpec, ModelSpec
+from muxsim.files import atomic_file
 from muxsim.perf.base import LatencyCurve
 
 __all__ = [
@@ -207,16 +208,13 @@ def fit_overhead(jobs: pd.DataFrame, back_to_back_s: float = 0.005, max_points: 
 def save_overhead(overhead: JobOverhead, path: str | Path) -> Path:
     """Write a fitted overhead as JSON (``dispatch_s``, ``decode_per_seq_s`` {model: s},
     ``source``) atomically."""
-    import os
-
     path = Path(path)
     per_seq = overhead.decode_per_seq_s
     doc = {"dispatch_s": overhead.dispatch_s,
            "decode_per_seq_s": dict(per_seq) if isinstance(per_seq, Mapping) else per_seq,
            "source": overhead.source}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     return path
 
 

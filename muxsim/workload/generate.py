@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from muxsim.files import atomic_file
 
 from .arrivals import arrival_times
 from .lengths import LengthSampler
@@ -234,16 +234,9 @@ def save_workload(df: pd.DataFrame, path: str | Path) -> Path:
     # the pandas version that wrote it.
     i = table.schema.get_field_index("llm")
     table = table.set_column(i, pa.field("llm", pa.string()), table.column(i).cast(pa.string()))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    # a saved workload is meant to be shared and replayed: readable by all, whatever the umask
+    with atomic_file(path, mode=0o644) as tmp:
         pq.write_table(table, tmp)
-        # mkstemp creates the file 0600; a saved workload is meant to be shared and replayed.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

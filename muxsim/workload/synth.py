@@ -1,7 +1,7 @@
 """Multi-LLM workloads synthesized from one real request trace.
 
 A public trace (Azure, Mooncake, BurstGPT, ShareGPT, ...; loaded by
-:mod:`muxsim.workload.traces`) is one stream of requests. MuxServe's evaluation serves many LLMs,
+:mod:`muxsim.workload.formats`) is one stream of requests. MuxServe's evaluation serves many LLMs,
 each with its own popularity (Duan et al., ICML 2024, §5.1: rate_i proportional to
 (i + 1)^-alpha; §5.3: ChatLMSYS per-model rates, time-condensed). This module turns one stream
 into such a workload while keeping the stream's real arrival pattern:
@@ -119,7 +119,7 @@ def _check_times(trace: pd.DataFrame, what: str = "trace") -> np.ndarray:
     if "arrival_s" not in trace.columns:
         raise ValueError(
             f"{what} has no 'arrival_s' column (a length-only trace?); add arrival times first "
-            "with muxsim.workload.traces.assign_arrivals"
+            "with muxsim.workload.assign_arrivals"
         )
     t = trace["arrival_s"].to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(t)):
@@ -152,7 +152,7 @@ def _sorted_by_arrival(trace: pd.DataFrame) -> pd.DataFrame:
 
 def source_formats() -> tuple[str, ...]:
     """Formats :func:`load_source` accepts: ``"parquet"`` (a saved workload) and the formats of
-    :data:`muxsim.workload.traces.TRACE_FORMATS`."""
+    :data:`muxsim.workload.formats.TRACE_FORMATS`."""
     from .formats import TRACE_FORMATS
 
     return (PARQUET_FORMAT, *TRACE_FORMATS)
@@ -171,7 +171,7 @@ def load_source(
 
     A ``*.parquet`` file (or ``fmt="parquet"``) is read with
     :func:`muxsim.workload.load_workload`; everything else goes to
-    :func:`muxsim.workload.traces.load_trace` (which detects the format when ``fmt`` is None).
+    :func:`muxsim.workload.formats.load_trace` (which detects the format when ``fmt`` is None).
 
     Args:
         path: trace file.
@@ -233,7 +233,7 @@ def rates_file_weights(path: str | Path) -> tuple[list[str], np.ndarray]:
     ChatLMSYS files ``requests_over_time_models_days_..._condense<N>_....yaml``).
 
     Args:
-        path: YAML file read by :func:`muxsim.workload.traces.load_muxserve_rates`.
+        path: YAML file read by :func:`muxsim.workload.formats.load_muxserve_rates`.
 
     Returns:
         ``(names, weights)``: the file's LLM names in file order, and float64 shares of shape
