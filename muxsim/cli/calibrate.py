@@ -109,14 +109,6 @@ def calibrate_run(
     """Sweep prefill and decode latency on a real engine; feed the result to `calibrate fit`."""
 
     def go():
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
         from muxsim.experiment.validation import engine_factory
         from muxsim.live.calibrate import run_calibration
 
@@ -128,8 +120,7 @@ def calibrate_run(
             raise Fail(f"--sm must be percentages separated by commas, got {sm!r}") from None
         batches, seqs = _int_list(batch, "--batch"), _int_list(seq, "--seq")
         factory = engine_factory(engine)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=common.err_console) as bar:
+        with common.progress_bar() as bar:
             task = bar.add_task("calibration", total=None)
             table = run_calibration(factory, model, gpus, sms, batches, seqs, out, warmup=warmup,
                                     repeats=repeats, engine_name=engine, device=device, threads=threads,

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-__all__ = ["Fail", "console", "err_console", "fail", "guarded", "load", "reset_consoles"]
+__all__ = ["Fail", "console", "err_console", "fail", "guarded", "load", "progress_bar", "reset_consoles"]
 
 
 def _consoles() -> tuple[Console, Console]:
@@ -74,3 +74,18 @@ def load(config: Path, seed: int | None):
 
     overrides = {"seed": seed} if seed is not None else None
     return load_config(config, overrides)
+
+
+def progress_bar():
+    """A progress bar on the error console (description, bar, done/total, elapsed time) that
+    stays on screen when done."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=False)

@@ -27,14 +27,6 @@ def run(
     def go():
         import time
 
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
         from muxsim import report
         from muxsim.experiment import (
             experiment_results,
@@ -50,8 +42,7 @@ def run(
         cells = cfg.cells()
         total = len(cells) * (len(placement_kinds(cfg)) + len(cfg.strategies))
         t0 = time.perf_counter()
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=common.err_console, transient=False) as bar:
+        with common.progress_bar() as bar:
             task = bar.add_task(f"{cfg.name}: {len(cells)} cells x {len(cfg.strategies)} strategies", total=total)
             plans, runs = run_experiment(cfg, jobs=jobs,
                                          progress=lambda label: bar.update(task, advance=1, description=label))
