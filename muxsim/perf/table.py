@@ -53,7 +53,7 @@ __all__ = [
     "point_label",
     "read_calibration",
     "typed_calibration",
-    "validate_calibration",
+    "check_calibration_table",
 ]
 
 #: Columns identifying one measured point (both phases).
@@ -75,7 +75,7 @@ def typed_calibration(df: pd.DataFrame) -> pd.DataFrame:
     """The table with the schema's dtypes, columns in order, rows sorted by the row key.
 
     For tables already known to hold the schema's columns (e.g. an empty one, or valid rows
-    being appended); :func:`validate_calibration` checks an unknown one.
+    being appended); :func:`check_calibration_table` checks an unknown one.
 
     Raises:
         KeyError: a column of :data:`CALIBRATION_COLUMNS` is missing.
@@ -87,7 +87,7 @@ def typed_calibration(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(ROW_KEY_COLUMNS, ignore_index=True, kind="stable")
 
 
-def validate_calibration(df: pd.DataFrame, origin: str = "<calibration>") -> pd.DataFrame:
+def check_calibration_table(df: pd.DataFrame, origin: str = "<calibration>") -> pd.DataFrame:
     """Check a calibration table against the schema of the module docstring.
 
     Args:
@@ -150,7 +150,7 @@ def read_calibration(path: str | Path) -> pd.DataFrame:
     :func:`muxsim.live.calibrate.run_calibration`).
 
     Returns:
-        The validated table (see :func:`validate_calibration`).
+        The validated table (see :func:`check_calibration_table`).
 
     Raises:
         ValueError: the file is missing, is not readable Parquet, or breaks the schema; the
@@ -164,7 +164,7 @@ def read_calibration(path: str | Path) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{p}: not a readable Parquet file ({first})") from None
-    return validate_calibration(df, origin=str(p))
+    return check_calibration_table(df, origin=str(p))
 
 
 def point_label(model: str, sm: float, batch: int, seq: int) -> str:
@@ -210,7 +210,7 @@ def calibration_to_profile(df: pd.DataFrame, stat: str = "median_ms") -> pd.Data
     if stat not in PROFILE_STATS:
         raise ValueError(f"stat: unknown statistic {stat!r}; allowed: {', '.join(PROFILE_STATS)}")
     # Columns a caller added (e.g. a spread) are ignored here; only files must be exact.
-    df = validate_calibration(df[[c for c in df.columns if c in CALIBRATION_COLUMNS]])
+    df = check_calibration_table(df[[c for c in df.columns if c in CALIBRATION_COLUMNS]])
     if df.empty:
         raise ValueError("calibration table holds no measurement points")
     setups = sorted(set(df[["engine", "device", "threads"]].itertuples(index=False, name=None)))

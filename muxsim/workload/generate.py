@@ -21,7 +21,7 @@ __all__ = [
     "generate_workload",
     "load_workload",
     "save_workload",
-    "validated_workload",
+    "checked_workload",
 ]
 
 #: Column -> kind of the workload table: "int" is stored as int64, "float" as float64,
@@ -152,7 +152,7 @@ def _caps(max_requests, n: int) -> list[int | None]:
     return [int(c) for c in caps]
 
 
-def validated_workload(df: pd.DataFrame, what: str) -> pd.DataFrame:
+def checked_workload(df: pd.DataFrame, what: str) -> pd.DataFrame:
     """Check the workload schema, widen lossless dtypes, return the frame with a RangeIndex.
 
     Args:
@@ -228,7 +228,7 @@ def save_workload(df: pd.DataFrame, path: str | Path) -> Path:
             request ids, negative/unsorted arrivals or lengths < 1 token.
     """
     path = Path(path)
-    out = validated_workload(df, "workload to save")
+    out = checked_workload(df, "workload to save")
     table = pa.Table.from_pandas(out, preserve_index=False)
     # pandas >= 3 writes large_string; pin plain string so the file schema does not depend on
     # the pandas version that wrote it.
@@ -261,4 +261,4 @@ def load_workload(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"workload file not found: {path}")
-    return validated_workload(pd.read_parquet(path, engine="pyarrow"), str(path))
+    return checked_workload(pd.read_parquet(path, engine="pyarrow"), str(path))

@@ -1,69 +1,24 @@
-"""Multi-LLM workloads synthesized from one real request trace.
-
-A public trace (Azure, Mooncake, BurstGPT, ShareGPT, ...; loaded by
-:mod:`muxsim.workload.formats`) is one stream of requests. MuxServe's evaluation serves many LLMs,
-each with its own popularity (Duan et al., ICML 2024, §5.1: rate_i proportional to
-(i + 1)^-alpha; §5.3: ChatLMSYS per-model rates, time-condensed). This module turns one stream
-into such a workload while keeping the stream's real arrival pattern:
-
-* :func:`split_among_llms` -- each arrival goes to one LLM drawn with probability proportional
-  to a weight (random thinning): the aggregate stream, and so its burstiness, is unchanged and
-  every LLM sees a thinned copy of the same bursts.
-* :func:`drifting_split` -- the same with weights that change between time windows.
-* :func:`cut_window`, :func:`condense`, :func:`rescale_to_rate` -- pick a slice of the trace and
-  compress or stretch its time axis.
-* :func:`burstiness_cv`, :func:`mean_rate` -- the statistics used to check the above.
-* :class:`SynthSpec` / :func:`load_synth_spec` / :func:`synthesize` -- the same driven by a YAML
-  file (``muxsim trace synth``).
-
-Every function is pure: it returns a new frame and leaves its input untouched; randomness comes
-only from the ``seed`` argument.
-"""
+"""Operations on one request trace (a workload frame): load it, pick a window, condense or
+rescale its time, split it among LLMs by weight (fixed or drifting), and the statistics that
+check them (mean rate, burstiness). Every function is pure; randomness comes only from ``seed``."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
 
-from muxsim.schema import format_validation_error, read_yaml
-
-from .popularity import popularity_rates
+from ..popularity import popularity_rates
 
 __all__ = [
-    "DriftWindowSpec",
-    "PopularitySpec",
-    "SourceSpec",
-    "SynthSpec",
-    "SynthSpecError",
-    "WindowSpec",
-    "burstiness_cv",
-    "condense",
-    "cut_window",
-    "drifting_split",
-    "load_source",
-    "load_synth_spec",
-    "mean_rate",
-    "power_law_weights",
-    "rates_file_weights",
-    "renumbered",
-    "rescale_to_rate",
-    "source_formats",
-    "split_among_llms",
-    "synthesize",
+    "PARQUET_FORMAT", "burstiness_cv", "check_llms", "condense", "cut_window", "drifting_split",
+    "load_source", "mean_rate", "power_law_weights", "rates_file_weights", "renumbered",
+    "rescale_to_rate", "sorted_by_arrival", "source_formats", "split_among_llms",
 ]
+
 
 #: Format name for a workload Parquet written by :func:`muxsim.workload.save_workload`.
 PARQUET_FORMAT = "parquet"
@@ -79,7 +34,12 @@ def _check_seed(seed) -> int:
     return int(seed)
 
 
-def _check_llms(llms: Sequence[str]) -> list[str]:
+def check_llms(llms: Sequence[str]) -> list[str]:
+    """``llms`` as a list of distinct, non-empty LLM names.
+
+    Raises:
+        ValueError: a single string, an empty list, an empty or duplicated name.
+    """
     if isinstance(llms, str):
         # ValueError like every other bad llms value: callers report them as one kind.
         raise ValueError(  # noqa: TRY004
@@ -127,7 +87,7 @@ def _check_times(trace: pd.DataFrame, what: str = "trace") -> np.ndarray:
     return t
 
 
-def _renumbered(df: pd.DataFrame) -> pd.DataFrame:
+def renumbered(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with a RangeIndex and ``request_id`` = 0 .. N-1 as the first column."""
     df = df.reset_index(drop=True)
     rest = [c for c in df.columns if c != "request_id"]
@@ -137,10 +97,14 @@ def _renumbered(df: pd.DataFrame) -> pd.DataFrame:
 
 
 #: Public name of :func:`_renumbered`, for callers outside this module (muxsim.config).
-renumbered = _renumbered
 
 
-def _sorted_by_arrival(trace: pd.DataFrame) -> pd.DataFrame:
+def sorted_by_arrival(trace: pd.DataFrame) -> pd.DataFrame:
+    """``trace`` in arrival order (stable: ties keep their order), renumbered.
+
+    Raises:
+        ValueError: not a frame, or missing or non-finite arrival times.
+    """
     t = _check_times(trace)
     order = np.argsort(t, kind="stable")
     return trace.iloc[order].reset_index(drop=True)
@@ -153,7 +117,7 @@ def _sorted_by_arrival(trace: pd.DataFrame) -> pd.DataFrame:
 def source_formats() -> tuple[str, ...]:
     """Formats :func:`load_source` accepts: ``"parquet"`` (a saved workload) and the formats of
     :data:`muxsim.workload.formats.TRACE_FORMATS`."""
-    from .formats import TRACE_FORMATS
+    from ..formats import TRACE_FORMATS
 
     return (PARQUET_FORMAT, *TRACE_FORMATS)
 
@@ -193,10 +157,10 @@ def load_source(
     if not path.exists():
         raise FileNotFoundError(f"trace file not found: {path}")
     if fmt == PARQUET_FORMAT or (fmt is None and path.suffix.lower() == ".parquet"):
-        from .generate import load_workload
+        from ..generate import load_workload
 
         return load_workload(path)
-    from .formats import load_trace
+    from ..formats import load_trace
 
     if fmt is not None and fmt not in source_formats():
         raise ValueError(f"unknown trace format {fmt!r}; allowed: {', '.join(source_formats())}")
@@ -243,7 +207,7 @@ def rates_file_weights(path: str | Path) -> tuple[list[str], np.ndarray]:
         FileNotFoundError: missing file.
         ValueError: malformed file, or rates that are negative, not finite or all zero.
     """
-    from .formats import load_muxserve_rates
+    from ..formats import load_muxserve_rates
 
     df = load_muxserve_rates(path)
     names = [str(n) for n in df["llm"]]
@@ -271,7 +235,7 @@ def _assignment_units(df: pd.DataFrame) -> np.ndarray:
 def _assign(trace: pd.DataFrame, llms: list[str], bounds: np.ndarray, weights: np.ndarray,
             seed: int) -> pd.DataFrame:
     """Core of the splits. ``bounds`` (k-1,) window ends, ``weights`` (k, m) rows summing to 1."""
-    df = _sorted_by_arrival(trace)
+    df = sorted_by_arrival(trace)
     t = df["arrival_s"].to_numpy(dtype=np.float64)
     units = _assignment_units(df)
     n_units = int(units.max()) + 1 if len(units) else 0
@@ -288,7 +252,7 @@ def _assign(trace: pd.DataFrame, llms: list[str], bounds: np.ndarray, weights: n
     names = np.asarray(llms, dtype=object)[pick[units]]
     out = df.drop(columns=[c for c in ("llm",) if c in df.columns])
     out.insert(0, "llm", pd.Series(names, dtype=str))
-    out = _renumbered(out)
+    out = renumbered(out)
     cols = ["request_id", "llm", "arrival_s"]
     return out[cols + [c for c in out.columns if c not in cols]]
 
@@ -321,7 +285,7 @@ def split_among_llms(trace: pd.DataFrame, llms: Sequence[str], weights, seed: in
     Raises:
         ValueError: missing ``arrival_s``, bad names, weights or seed.
     """
-    llms = _check_llms(llms)
+    llms = check_llms(llms)
     w = _check_weights(weights, len(llms))
     return _assign(trace, llms, np.empty(0), w[None, :], _check_seed(seed))
 
@@ -355,7 +319,7 @@ def drifting_split(
         ValueError: no windows, ``until_s`` not increasing / not finite, bad weights, names or
             seed, missing ``arrival_s``.
     """
-    llms = _check_llms(llms)
+    llms = check_llms(llms)
     windows = list(windows)
     if not windows:
         raise ValueError("windows must hold at least one (until_s, weights)")
@@ -474,7 +438,7 @@ def cut_window(trace: pd.DataFrame, start_s: float, end_s: float | None = None) 
     out = trace.loc[keep].reset_index(drop=True)
     out["arrival_s"] = out["arrival_s"].to_numpy(dtype=np.float64) - float(start_s)
     if "request_id" in out.columns:
-        out = _renumbered(out)
+        out = renumbered(out)
     return out
 
 
@@ -510,351 +474,3 @@ def burstiness_cv(arrival_s) -> float:
 # YAML spec
 
 
-class SynthSpecError(ValueError):
-    """A bad synthesis spec, with a one-line message that names the field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-_PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-
-
-class SourceSpec(_Strict):
-    """The trace to start from (:func:`load_source`; ``format`` detected when omitted, ``llm``
-    names single-stream traces, ``tokenizer``/``sharegpt_turns`` for ShareGPT,
-    ``infer_sessions`` for multi-turn ``lengths`` files). ``rate``/``arrival``/``cv`` draw
-    arrival times for length-only formats (lengths, sharegpt), which carry none: a renewal
-    process of mean ``rate`` req/s, Poisson or Gamma with gap CV ``cv``."""
-
-    path: str
-    format: str | None = None
-    llm: str = Field(default="llm-0", min_length=1)
-    tokenizer: str | None = None
-    rate: _PosFloat | None = None
-    arrival: Literal["poisson", "gamma"] = "poisson"
-    cv: _PosFloat = 1.0
-    sharegpt_turns: Literal["first", "all"] = "first"
-    infer_sessions: bool = False
-
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, v):
-        if v is None:
-            return v
-        try:
-            allowed = source_formats()
-        except ImportError:  # loaders not installed: load_source reports it
-            return v
-        if v not in allowed:
-            raise ValueError(f"unknown trace format {v!r}; allowed: {', '.join(allowed)}")
-        return v
-
-    @model_validator(mode="after")
-    def _cv_needs_gamma(self):
-        if self.arrival == "poisson" and self.cv != 1.0:
-            raise ValueError(f"cv={self.cv!r} only applies to arrival: gamma; poisson has cv 1")
-        return self
-
-
-class WindowSpec(_Strict):
-    """Part of the source to keep, in the source's time (s): ``[start_s, end_s)``."""
-
-    start_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    end_s: _PosFloat | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.end_s is not None and self.end_s <= self.start_s:
-            raise ValueError(f"end_s ({self.end_s:g}) must be > start_s ({self.start_s:g})")
-        return self
-
-
-def _check_weight_list(v):
-    if v is not None:
-        if any(not math.isfinite(x) or x < 0 for x in v):
-            raise ValueError(f"weights must be finite and >= 0, got {v}")
-        if not sum(v) > 0:
-            raise ValueError(f"weights must have a positive sum, got {v}")
-    return v
-
-
-class DriftWindowSpec(_Strict):
-    """One window of a drifting popularity: shares until ``until_s`` (s, output time axis;
-    omit on the last window), as a power law ``alpha`` or explicit ``weights``."""
-
-    until_s: _PosFloat | None = None
-    alpha: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    weights: list[float] | None = Field(default=None, min_length=1)
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_ok(cls, v):
-        return _check_weight_list(v)
-
-    @model_validator(mode="after")
-    def _one_law(self):
-        if (self.alpha is None) == (self.weights is None):
-            raise ValueError("give exactly one of alpha, weights")
-        return self
-
-
-class PopularitySpec(_Strict):
-    """How requests are shared among the LLMs: exactly one of a power law ``alpha`` (MuxServe
-    §5.1), explicit ``weights``, a MuxServe ``rates_file`` (shares proportional to its rates,
-    LLM names from the file unless ``llms`` lists names, which replace them in file order) or
-    a ``drift`` list of time windows."""
-
-    alpha: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    weights: list[float] | None = Field(default=None, min_length=1)
-    rates_file: str | None = None
-    drift: list[DriftWindowSpec] | None = Field(default=None, min_length=1)
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_ok(cls, v):
-        return _check_weight_list(v)
-
-    @model_validator(mode="after")
-    def _one_law(self):
-        given = [k for k in ("alpha", "weights", "rates_file", "drift") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of alpha, weights, rates_file, drift; got {given or 'none'}")
-        if self.drift is not None:
-            prev = None
-            for k, w in enumerate(self.drift):
-                if w.until_s is None and k < len(self.drift) - 1:
-                    raise ValueError(f"drift.{k}.until_s is required (only the last window may omit it)")
-                if w.until_s is not None and prev is not None and w.until_s <= prev:
-                    raise ValueError(f"drift.{k}.until_s must be > {prev:g} (windows in time order)")
-                prev = w.until_s if w.until_s is not None else prev
-            sizes = {len(w.weights) for w in self.drift if w.weights is not None}
-            if len(sizes) > 1:
-                raise ValueError(f"drift windows give weights for different numbers of LLMs: {sorted(sizes)}")
-        return self
-
-    def count(self) -> int | None:
-        """Number of LLMs the law itself fixes (weights lengths), or None."""
-        if self.weights is not None:
-            return len(self.weights)
-        if self.drift is not None:
-            for w in self.drift:
-                if w.weights is not None:
-                    return len(w.weights)
-        return None
-
-
-class SynthSpec(_Strict):
-    """A multi-LLM workload synthesized from one trace (YAML of ``muxsim trace synth``).
-
-    Steps, in this order:
-
-    1. **load** ``source`` (:func:`load_source`); a length-only source gets arrival times from
-       ``source.rate`` / ``arrival`` / ``cv``;
-    2. **window**: keep ``[start_s, end_s)`` of the source's time and re-zero
-       (:func:`cut_window`);
-    3. **condense**: divide times by ``condense`` (:func:`condense`), *or*
-    4. **target_rate**: rescale time to a mean of ``target_rate`` req/s
-       (:func:`rescale_to_rate`); the two are exclusive, as the second would undo the first;
-    5. **split** among ``llms`` by ``popularity`` (:func:`split_among_llms`,
-       :func:`drifting_split`; drift ``until_s`` are in the time after steps 2-4). With neither
-       ``llms`` nor ``popularity`` the source's own ``llm`` labels are kept; with ``llms`` but no
-       ``popularity`` the shares are equal;
-    6. **cap**: keep the first ``max_requests`` arrivals.
-
-    ``llms`` is a count (names ``llm-0``, ``llm-1``, ...) or a list of names; it may be omitted
-    when the popularity fixes the count (``weights``, ``rates_file``, ``drift`` with weights).
-    Relative paths (``source.path``, ``popularity.rates_file``) are looked up in the current
-    directory first, then beside the spec file.
-    """
-
-    source: SourceSpec
-    window: WindowSpec | None = None
-    condense: _PosFloat | None = None
-    target_rate: _PosFloat | None = None
-    llms: int | list[str] | None = None
-    popularity: PopularitySpec | None = None
-    seed: int = Field(default=0, ge=0)
-    max_requests: int | None = Field(default=None, ge=1)
-
-    @field_validator("target_rate")
-    @classmethod
-    def _not_both(cls, v, info):
-        if v is not None and info.data.get("condense") is not None:
-            raise ValueError("give condense or target_rate, not both (the second would undo the first)")
-        return v
-
-    @field_validator("llms", mode="before")
-    @classmethod
-    def _names(cls, v):
-        if v is None:
-            return v
-        if isinstance(v, bool) or not isinstance(v, (int, list)):
-            # pydantic turns ValueError, not TypeError, into a field's validation error.
-            raise ValueError(  # noqa: TRY004
-                f"must be a count >= 1 or a list of LLM names, got {v!r}")
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"must be a count >= 1, got {v}")
-        if isinstance(v, list):
-            try:
-                _check_llms(v)
-            except ValueError as e:
-                raise ValueError(str(e).removeprefix("llms ")) from None
-        return v
-
-    @field_validator("popularity")
-    @classmethod
-    def _count_agrees(cls, v, info):
-        llms = info.data.get("llms")
-        n = llms if isinstance(llms, int) else (len(llms) if isinstance(llms, list) else None)
-        if v is None:
-            return v
-        fixed = v.count()
-        if fixed is not None and n is not None and fixed != n:
-            raise ValueError(f"weights are for {fixed} LLMs but llms gives {n}")
-        if fixed is None and n is None and v.rates_file is None:
-            raise ValueError("the number of LLMs is unknown: set llms (a count or a list of names)")
-        return v
-
-    def llm_names(self, count: int | None = None) -> list[str] | None:
-        """Names of the LLMs to split among (None: keep the source's labels). ``count`` is the
-        number a rates file gives, when there is one."""
-        if isinstance(self.llms, list):
-            return list(self.llms)
-        n = self.llms if self.llms is not None else (self.popularity.count() if self.popularity else None)
-        n = n if n is not None else count
-        return None if n is None else [f"llm-{i}" for i in range(n)]
-
-
-def _resolve(p: str, base_dir: Path | None) -> Path:
-    """``p`` as given if absolute or present in the cwd, else beside ``base_dir`` if there."""
-    path = Path(p).expanduser()
-    if path.is_absolute() or path.exists() or base_dir is None:
-        return path
-    alt = Path(base_dir) / path
-    return alt if alt.exists() else path
-
-
-def _child_seeds(seed: int, n: int) -> list[int]:
-    return [int(s.generate_state(1, dtype=np.uint32)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
-
-
-def synthesize(spec: SynthSpec, base_dir: str | Path | None = None) -> pd.DataFrame:
-    """Build the workload a :class:`SynthSpec` describes (steps in its docstring).
-
-    Seeding: ``SeedSequence(spec.seed).spawn(2)`` gives one stream for the arrival times of a
-    length-only source and one for the split, so the same spec gives the same frame.
-
-    Args:
-        spec: a validated spec (:func:`load_synth_spec`).
-        base_dir: folder to resolve relative paths against when they are not found in the
-            current directory (normally the spec file's folder).
-
-    Returns:
-        Workload frame: ``request_id`` int64 0 .. N-1 in arrival order, ``llm`` str,
-        ``arrival_s`` float64 s, ``prompt_tokens`` / ``output_tokens`` int64 >= 1, plus any
-        extra columns of the source (``session_id``, ``prefix_ids``). Ready for
-        :func:`muxsim.workload.save_workload`.
-
-    Raises:
-        FileNotFoundError: a missing source or rates file.
-        ValueError: a malformed source, a length-only source without ``source.rate`` (or a
-            timed source with one), a window that keeps fewer requests than a step needs, or
-            a rates file whose LLM count disagrees with ``llms``; the message names the field.
-    """
-    from .generate import validated_workload
-
-    base = Path(base_dir) if base_dir is not None else None
-    src = spec.source
-    arr_seed, split_seed = _child_seeds(spec.seed, 2)
-    path = _resolve(src.path, base)
-    tok = src.tokenizer
-    if tok is not None and base is not None and not Path(tok).exists() and (base / tok).exists():
-        tok = str(base / tok)
-    if not path.exists():
-        raise FileNotFoundError(f"source.path: trace file not found: {path}")
-    df = load_source(path, src.format, llm=src.llm, tokenizer=tok,
-                     sharegpt_turns=src.sharegpt_turns, infer_sessions=src.infer_sessions)
-
-    timed = "arrival_s" in df.columns
-    if not timed:
-        if src.rate is None:
-            raise ValueError(f"source.rate: required: {path} is a length-only trace with no arrival "
-                             "times; give a mean rate in req/s (and arrival/cv)")
-        from .arrivals import assign_arrivals
-
-        df = assign_arrivals(df, src.rate, arr_seed, process=src.arrival, cv=src.cv)
-    elif src.rate is not None or src.arrival != "poisson":
-        raise ValueError(f"source.rate: {path} has its own arrival times; rate/arrival/cv apply only "
-                         "to length-only traces (use target_rate or condense to change the rate)")
-    df = _sorted_by_arrival(df)
-    if len(df) == 0:
-        raise ValueError(f"source.path: {path} holds no requests")
-
-    if spec.window is not None:
-        t = df["arrival_s"].to_numpy()
-        df = cut_window(df, spec.window.start_s, spec.window.end_s)
-        if len(df) == 0:
-            raise ValueError(f"window: [{spec.window.start_s:g}, {spec.window.end_s or math.inf:g}) s keeps no "
-                             f"requests; the source spans {t.min():g} .. {t.max():g} s")
-    if spec.condense is not None:
-        df = condense(df, spec.condense)
-    if spec.target_rate is not None:
-        try:
-            df = rescale_to_rate(df, spec.target_rate)
-        except ValueError as e:
-            raise ValueError(f"target_rate: {e}") from None
-
-    pop = spec.popularity
-    file_names = file_w = None
-    if pop is not None and pop.rates_file is not None:
-        rates_path = _resolve(pop.rates_file, base)
-        if not rates_path.exists():
-            raise FileNotFoundError(f"popularity.rates_file: file not found: {rates_path}")
-        file_names, file_w = rates_file_weights(rates_path)
-        n = spec.llms if isinstance(spec.llms, int) else (len(spec.llms) if spec.llms else None)
-        if n is not None and n != len(file_names):
-            raise ValueError(f"popularity.rates_file: lists {len(file_names)} LLMs but llms gives {n}")
-    names = file_names if (file_names is not None and not isinstance(spec.llms, list)) else spec.llm_names()
-
-    if names is not None:
-        if pop is None:
-            windows = [(None, np.ones(len(names)))]
-        elif file_w is not None:
-            windows = [(None, file_w)]
-        elif pop.alpha is not None:
-            windows = [(None, power_law_weights(len(names), pop.alpha))]
-        elif pop.weights is not None:
-            windows = [(None, pop.weights)]
-        else:
-            windows = [(w.until_s, w.weights if w.weights is not None else power_law_weights(len(names), w.alpha))
-                       for w in pop.drift]
-        df = drifting_split(df, names, windows, split_seed)
-    elif "llm" not in df.columns:  # a source without LLM labels and no split asked for
-        df = df.assign(llm=src.llm)
-
-    if spec.max_requests is not None:
-        df = df.iloc[: spec.max_requests]
-    df = _renumbered(df)
-    cols = ["request_id", "llm", "arrival_s", "prompt_tokens", "output_tokens"]
-    df = df[[c for c in cols if c in df.columns] + [c for c in df.columns if c not in cols]]
-    return validated_workload(df, "synthesized workload")
-
-
-def load_synth_spec(path: str | Path) -> SynthSpec:
-    """Read and validate a synthesis spec YAML (see :class:`SynthSpec`).
-
-    Raises:
-        SynthSpecError (a ValueError): missing file, malformed YAML, not a mapping, or a
-            schema violation; the one-line message names the file and the field, e.g.
-            ``spec.yaml: popularity.alpha: Input should be greater than or equal to 0``.
-    """
-    p = Path(path)
-    raw = read_yaml(p, SynthSpecError, "synth spec")
-    if not isinstance(raw, dict):
-        raise SynthSpecError(f"{p}: expected a mapping of synth keys (source, llms, popularity, ...) at the top level")
-    try:
-        return SynthSpec.model_validate(raw)
-    except ValidationError as e:
-        raise SynthSpecError(f"{p}: {format_validation_error(e)}") from None
