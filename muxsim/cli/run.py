@@ -99,26 +99,16 @@ def place(
     simulated throughput beside it, per LLM and mesh)."""
 
     def go():
-        import time
-
         from rich.table import Table
 
         from muxsim import metrics
-        from muxsim.core.strategies import STRATEGIES
-        from muxsim.experiment import (
-            placement_for,
-            plan_experiment,
-            preflight,
-            simulate_cell,
-            strategy_placement,
-        )
+        from muxsim.experiment import check_placement, preflight
 
         if strategy not in STRATEGIES:
             raise Fail(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
         cfg = load(config, None)
         if strategy not in cfg.strategies:
             cfg = cfg.model_copy(update={"strategies": [*cfg.strategies, strategy]})
-        kind = strategy_placement(cfg, strategy)
         preflight(cfg)
         cells = cfg.cells()
         if cell is not None:
@@ -127,19 +117,8 @@ def place(
                 raise Fail(f"--cell {cell!r} is not a cell of {config}; cells: "
                             + ", ".join(c.label for c in cfg.cells()))
         for c in cells:
-            t0 = time.perf_counter()
-            served = {}
-            if check or kind == "simulated":
-                (plan,) = plan_experiment(cfg.model_copy(update={"strategies": [strategy]}), cells=[c])
-                p = plan.placements[kind]
-            if check:
-                res = simulate_cell(cfg, c, strategy, p, plan.workload)
-                summ = metrics.summarize(res.requests.assign(cell=c.label, strategy=strategy), cfg.slo.scales,
-                                         cfg.slo.goodput_scale)
-                served = summ.set_index("llm").to_dict("index")
-            elif kind != "simulated":
-                p = placement_for(cfg, c, kind)
-            dt = time.perf_counter() - t0
+            pc = check_placement(cfg, c, strategy, simulate=check)
+            p, served, dt = pc.placement, pc.served, pc.seconds
             rate = dict(zip(cfg.llm_names(), c.rates))
             model = dict(zip(cfg.llm_names(), cfg.llm_models()))
             att = metrics.attainment_column(cfg.slo.goodput_scale)

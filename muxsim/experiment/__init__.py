@@ -21,6 +21,8 @@ from .placements import (
 from .plan import CellPlan, PlacementTask, plan_experiment
 from .results import (
     ExperimentResults,
+    PlacementCheck,
+    check_placement,
     experiment_results,
     experiment_summary,
     placement_facts,
@@ -39,9 +41,10 @@ from .workloads import (
 )
 
 __all__ = [
-    "CellPlan", "CellRun", "CellTask", "ExperimentResults", "PlacementTask", "cell_seed", "cell_workload",
-    "experiment_results", "experiment_summary", "latency_models", "lengths_sampler", "placement_context",
-    "placement_facts", "placement_for", "placement_kinds", "plan_experiment", "preflight", "request_counts",
+    "CellPlan", "CellRun", "CellTask", "ExperimentResults", "PlacementCheck", "PlacementTask",
+    "cell_seed", "cell_workload", "check_placement", "experiment_results", "experiment_summary",
+    "latency_models", "lengths_sampler", "placement_context", "placement_facts",
+    "placement_for", "placement_kinds", "plan_experiment", "preflight", "request_counts",
     "run_cell", "run_experiment", "run_spec", "save_workloads", "seq_tokens", "simulate_cell",
     "simulated_placement", "strategy_placement", "workload_context", "workload_means",
 ]

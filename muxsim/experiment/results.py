@@ -4,6 +4,7 @@ the run facts of ``run.json``, and writing them all as one output folder."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,15 +13,16 @@ import pandas as pd
 from muxsim import metrics, report
 from muxsim._version import __version__
 from muxsim.catalog import get_model
-from muxsim.config import ExperimentConfig
+from muxsim.config import Cell, ExperimentConfig
 from muxsim.core.placement import Placement
 from muxsim.files import staged_folder
 from muxsim.workload import save_workload
 
-from .plan import CellPlan
-from .simulation import CellRun
+from .placements import placement_for, strategy_placement
+from .plan import CellPlan, plan_experiment
+from .simulation import CellRun, simulate_cell
 
-__all__ = ["ExperimentResults", "experiment_results", "experiment_summary", "placement_facts",
+__all__ = ["ExperimentResults", "PlacementCheck", "check_placement", "experiment_results", "experiment_summary", "placement_facts",
            "save_workloads"]
 
 
@@ -150,3 +152,43 @@ def save_workloads(plans: list[CellPlan], folder: Path) -> list[Path]:
     """Write each planned cell's workload as ``workload_<cell index>.parquet`` (replay it with
     ``workload.file``)."""
     return [save_workload(p.workload, Path(folder) / f"workload_{p.index}.parquet") for p in plans]
+
+
+@dataclass(frozen=True)
+class PlacementCheck:
+    """One cell's placement for a strategy (``muxsim place``) and, when simulated, what it
+    served.
+
+    Attributes:
+        placement: the placement.
+        served: per LLM name and ``"all"``, the :func:`muxsim.metrics.summarize` row of the
+            simulation (column -> value); empty when not simulated.
+        seconds: wall time of the search (and simulation), s.
+    """
+
+    placement: Placement
+    served: dict
+    seconds: float
+
+
+def check_placement(cfg: ExperimentConfig, cell: Cell, strategy: str, simulate: bool = False) -> PlacementCheck:
+    """Place ``cell`` for ``strategy`` and, with ``simulate``, simulate it on the cell's
+    workload (the simulation-guided search always needs the workload, so it is drawn then).
+
+    Raises:
+        muxsim.core.placement.PlacementError, ValueError: infeasible placement or bad input.
+    """
+    t0 = time.perf_counter()
+    kind = strategy_placement(cfg, strategy)
+    served: dict = {}
+    if simulate or kind == "simulated":
+        (plan,) = plan_experiment(cfg.model_copy(update={"strategies": [strategy]}), cells=[cell])
+        p = plan.placements[kind]
+        if simulate:
+            res = simulate_cell(cfg, cell, strategy, p, plan.workload)
+            summ = metrics.summarize(res.requests.assign(cell=cell.label, strategy=strategy), cfg.slo.scales,
+                                     cfg.slo.goodput_scale)
+            served = summ.set_index("llm").to_dict("index")
+    else:
+        p = placement_for(cfg, cell, kind)
+    return PlacementCheck(p, served, time.perf_counter() - t0)
