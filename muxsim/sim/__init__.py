@@ -1,0 +1,2 @@
+"""The SimPy driver (:mod:`.driver`) and the simulation-guided placement search
+(:mod:`.search`)."""
