@@ -110,11 +110,10 @@ def _check_weight_list(v):
     return v
 
 
-class DriftWindowSpec(_Strict):
-    """One window of a drifting popularity: shares until ``until_s`` (s, output time axis;
-    omit on the last window), as a power law ``alpha`` or explicit ``weights``."""
+class _Shares(_Strict):
+    """A share law's common fields: a power law ``alpha`` (MuxServe §5.1) or explicit
+    ``weights`` (checked by :func:`_check_weight_list`)."""
 
-    until_s: _PosFloat | None = None
     alpha: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     weights: list[float] | None = Field(default=None, min_length=1)
 
@@ -122,6 +121,13 @@ class DriftWindowSpec(_Strict):
     @classmethod
     def _weights_ok(cls, v):
         return _check_weight_list(v)
+
+
+class DriftWindowSpec(_Shares):
+    """One window of a drifting popularity: shares until ``until_s`` (s, output time axis;
+    omit on the last window), as a power law ``alpha`` or explicit ``weights``."""
+
+    until_s: _PosFloat | None = None
 
     @model_validator(mode="after")
     def _one_law(self):
@@ -130,21 +136,14 @@ class DriftWindowSpec(_Strict):
         return self
 
 
-class PopularitySpec(_Strict):
+class PopularitySpec(_Shares):
     """How requests are shared among the LLMs: exactly one of a power law ``alpha`` (MuxServe
     §5.1), explicit ``weights``, a MuxServe ``rates_file`` (shares proportional to its rates,
     LLM names from the file unless ``llms`` lists names, which replace them in file order) or
     a ``drift`` list of time windows."""
 
-    alpha: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    weights: list[float] | None = Field(default=None, min_length=1)
     rates_file: str | None = None
     drift: list[DriftWindowSpec] | None = Field(default=None, min_length=1)
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_ok(cls, v):
-        return _check_weight_list(v)
 
     @model_validator(mode="after")
     def _one_law(self):
