@@ -19,7 +19,7 @@ from .common import Fail, guarded, load, reset_consoles
 def run(
     config: Path = typer.Argument(..., help="experiment YAML, e.g. experiments/zipf_alpha.yaml"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default results/<name>)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="override the config's seed (>= 0)"),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", min=1, help="worker processes"),
 ):
     """Simulate every cell of an experiment under every strategy and write tables and plots."""
@@ -69,7 +69,7 @@ def run(
 def workload(
     config: Path = typer.Argument(..., help="experiment YAML"),
     out: Path = typer.Option(..., "--out", help="folder for workload_<cell index>.parquet files"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="override the config's seed (>= 0)"),
 ):
     """Draw every cell's workload and save it as Parquet, without simulating."""
 
