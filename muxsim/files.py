@@ -3,8 +3,15 @@
 - :func:`atomic_file`: write under a temporary name beside the target, then :func:`os.replace`.
 - :func:`write_files`: several files into one folder, all or none.
 - :func:`staged_folder`: write a whole output folder in a staging folder beside it, then rename
-  it into place (an older folder at that path is moved aside first and removed only after the
-  new one is in place); staging folders left by dead processes are removed.
+  it into place. An older muxsim output folder at that path is moved aside first and removed
+  only after the new one is in place; files in it that muxsim did not write are moved into the
+  new folder, never deleted. Staging folders left by dead processes are removed (and an older
+  output a killed run had moved aside is put back).
+- :func:`check_output_folder` / :func:`check_output_file`: the checks an output path passes
+  before any work: never the current folder or a parent of it, never a folder of files muxsim
+  did not write, never a file of another kind.
+
+What muxsim wrote in a folder is listed in its :data:`MARKER` file.
 
 The bottom layer: imports nothing of muxsim.
 """
@@ -12,14 +19,28 @@ The bottom layer: imports nothing of muxsim.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_file", "remove_stale_staging", "staged_folder", "write_files"]
+__all__ = ["MARKER", "OutputPathError", "atomic_file", "check_output_file", "check_output_folder",
+           "remove_stale_staging", "staged_folder", "write_files"]
+
+#: The file in every output folder muxsim writes that lists what it wrote there (JSON:
+#: ``{"writer": "muxsim", "files": [relative paths]}``).
+MARKER = ".muxsim-output.json"
+
+#: Longest file or folder name most file systems take (bytes).
+_NAME_MAX = 255
+
+
+class OutputPathError(ValueError):
+    """An output path muxsim must not write to, with a one-line message that names it."""
 
 _STAGING = ".staging-"
+_OLD = ".old-"
 
 
 @contextlib.contextmanager
@@ -90,35 +111,179 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _owned(folder: Path) -> set[str] | None:
+    """The files muxsim wrote in ``folder`` (relative paths), or None when it is not a muxsim
+    output folder. Folders written before :data:`MARKER` existed are recognised by their
+    ``run.json`` (``version`` and ``files``, plus the workloads it names)."""
+    marker = folder / MARKER
+    try:
+        if marker.is_file():
+            doc = json.loads(marker.read_text())
+            if isinstance(doc, dict) and doc.get("writer") == "muxsim" and isinstance(doc.get("files"), list):
+                return {str(f) for f in doc["files"]} | {MARKER}
+            return None
+        run = folder / "run.json"
+        if run.is_file():
+            doc = json.loads(run.read_text())
+            if isinstance(doc, dict) and "version" in doc and isinstance(doc.get("files"), list):
+                files = {str(f) for f in doc["files"]} | {"run.json"}
+                files |= {str(f) for f in (doc.get("workloads") or {}).values()}
+                return files
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _resolved(path: str | os.PathLike, what: str) -> Path:
+    text = os.fspath(path)
+    if text.strip() == "":
+        raise OutputPathError(f"{what} must not be empty; give a path")
+    if any(ord(c) < 32 for c in text):
+        raise OutputPathError(f"{what} {text!r} holds control characters")
+    p = Path(text).expanduser()
+    try:
+        p = p.resolve()
+    except (OSError, RuntimeError) as e:
+        raise OutputPathError(f"{what} {text}: cannot resolve the path ({e})") from None
+    for part in p.parts:
+        if len(part.encode()) > _NAME_MAX:
+            raise OutputPathError(f"{what} {text}: a name in it is longer than {_NAME_MAX} bytes")
+    return p
+
+
+def _check_writable_parent(p: Path, what: str, text: str) -> None:
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"{what} {text}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {text}: cannot write in {parent} (permission denied)")
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Check that a whole output folder may be written at ``path``, before any work: it is
+    new, or an empty folder, or a folder muxsim wrote (replaced when the new one is complete,
+    keeping files muxsim did not write); never a file, the current folder or a parent of it;
+    its parent can be written. ``what`` names the path in messages (``--out``).
+
+    Returns:
+        The resolved path.
+
+    Raises:
+        OutputPathError: any of the above (one line naming the path and what is wrong).
+    """
+    text = os.fspath(path)
+    p = _resolved(path, what)
+    cwd = Path.cwd().resolve()
+    if p == cwd or p in cwd.parents:
+        raise OutputPathError(f"{what} {text} is the current folder or a folder above it; give a new "
+                              f"folder (muxsim replaces the whole output folder)")
+    if p.exists():
+        if not p.is_dir():
+            raise OutputPathError(f"{what} {text} is a file; give a folder")
+        if _entries(p) and _owned(p) is None:
+            first = _entries(p)[0]
+            raise OutputPathError(f"{what} {text} is a folder muxsim did not write (it holds {first!r}); "
+                                  f"give a new or empty folder, or an earlier muxsim output folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise OutputPathError(f"{what} {text}: cannot write in it (permission denied)")
+    _check_writable_parent(p, what, text)
+    return p
+
+
+def check_output_file(path: str | os.PathLike, is_ours, what: str = "--out", kind: str = "output file") -> Path:
+    """Check that an output file may be written at ``path``, before any work: a new file, or
+    one that ``is_ours(path)`` recognises as a file of this kind (then replaced); never a
+    folder; its folder can be written.
+
+    Returns:
+        The resolved path.
+
+    Raises:
+        OutputPathError: any of the above (one line).
+    """
+    text = os.fspath(path)
+    p = _resolved(path, what)
+    if p.exists():
+        if p.is_dir():
+            raise OutputPathError(f"{what} {text} is a folder; give a file name")
+        if not is_ours(p):
+            raise OutputPathError(f"{what} {text} exists and is not a {kind}; muxsim replaces only its own "
+                                  f"kind of file: give a new file name")
+    _check_writable_parent(p, what, text)
+    return p
+
+
+def _keep_user_files(old: Path, new: Path) -> list[Path]:
+    """Move the files muxsim did not write in ``old`` (its muxsim output, moved aside) into
+    ``new``; a name the new output also uses gets a ``.kept`` suffix. Returns where they went."""
+    owned = _owned(old) or set()
+    kept = []
+    for name in _entries(old):
+        if name in owned:
+            continue
+        dest = new / name
+        k = 0
+        while dest.exists():
+            k += 1
+            dest = new / f"{name}.kept{'' if k == 1 else k}"
+        os.replace(old / name, dest)
+        kept.append(dest)
+    return kept
+
+
 def remove_stale_staging(out_dir: str | os.PathLike) -> list[Path]:
-    """Remove the staging folders of ``out_dir`` whose writing process is gone (a run that was
-    killed); returns the folders removed."""
+    """Clean up after runs to ``out_dir`` whose writing process is gone (killed): remove their
+    staging folders, and put back an older output a killed run had moved aside (or, when a
+    newer output is already in place, move its user files into it and remove it). Returns the
+    folders removed or restored."""
     out_dir = Path(out_dir)
-    gone = []
+    done = []
     parent = out_dir.parent
     if not parent.is_dir():
-        return gone
-    prefix = f".{out_dir.name}{_STAGING}"
-    for p in parent.iterdir():
-        if p.name.startswith(prefix) and p.is_dir():
+        return done
+    staging, old = f".{out_dir.name}{_STAGING}", f".{out_dir.name}{_OLD}"
+    for p in sorted(parent.iterdir()):
+        for prefix in (staging, old):
+            if not (p.name.startswith(prefix) and p.is_dir()):
+                continue
             pid = p.name[len(prefix):]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+                continue
+            if prefix == staging:
                 shutil.rmtree(p, ignore_errors=True)
-                gone.append(p)
-    return gone
+            elif not out_dir.exists():
+                os.replace(p, out_dir)
+            else:
+                _keep_user_files(p, out_dir)
+                shutil.rmtree(p, ignore_errors=True)
+            done.append(p)
+    return done
+
+
+def _write_marker(folder: Path) -> None:
+    files = sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file())
+    with atomic_file(folder / MARKER) as tmp:
+        tmp.write_text(json.dumps({"writer": "muxsim", "files": files}, indent=1) + "\n")
 
 
 @contextlib.contextmanager
-def staged_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
+def staged_folder(out_dir: str | os.PathLike, what: str = "--out") -> Iterator[Path]:
     """Yield an empty staging folder beside ``out_dir``; when the block ends without an
-    exception, rename it to ``out_dir`` (replacing an older folder there), else remove it.
+    exception, list its files in :data:`MARKER` and rename it to ``out_dir``, else remove it.
+
+    An older muxsim output at ``out_dir`` is moved aside, and removed once the new folder is
+    in place; the files in it muxsim did not write are moved into the new folder first.
 
     Raises:
-        NotADirectoryError: ``out_dir`` exists and is not a folder (checked before the block).
+        OutputPathError: as :func:`check_output_folder` (checked before the block).
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"{out_dir} exists and is not a folder")
+    out_dir = check_output_folder(out_dir, what)
     remove_stale_staging(out_dir)
     staging = out_dir.parent / f".{out_dir.name}{_STAGING}{os.getpid()}"
     if staging.exists():
@@ -126,12 +291,14 @@ def staged_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
     staging.mkdir(parents=True)
     try:
         yield staging
+        _write_marker(staging)
         old = None
         if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            old = out_dir.parent / f".{out_dir.name}{_OLD}{os.getpid()}"
             os.replace(out_dir, old)
         os.replace(staging, out_dir)
         if old is not None:
+            _keep_user_files(old, out_dir)
             shutil.rmtree(old, ignore_errors=True)
     finally:
         if staging.exists():

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from muxsim.files import check_output_file
+
 from . import common
 from .app import calibrate_app
 from .common import Fail, guarded
@@ -28,6 +30,7 @@ def calibrate_fit(
         if not profile.is_file():
             raise Fail(f"profile not found: {profile}")
         target = out if out is not None else Path("calibration") / "fitted.json"
+        check_output_file(target, common.is_calibration_file, kind="calibration JSON")
         kw = {"gpu": gpu} if gpu is not None else {}
         report = fit_and_save(profile, target, **kw)
         t = Table(title=f"fit of {profile.name}: absolute relative error")
@@ -58,6 +61,8 @@ def calibrate_overhead(
 
         from muxsim.perf.overhead import fit_overhead, save_overhead
 
+        if out is not None:
+            check_output_file(out, common.is_overhead_file, kind="job-overhead JSON")
         if not jobs.is_file():
             raise Fail(f"job table not found: {jobs}")
         try:
@@ -114,6 +119,8 @@ def calibrate_run(
 
         if engine not in ("transformers", "vllm"):
             raise Fail(f"--engine must be transformers or vllm, got {engine!r}")
+        # an existing table is resumed, so it must be one
+        check_output_file(out, common.is_calibration_table, kind="calibration Parquet table")
         try:
             sms = [float(x) for x in sm.replace(",", " ").split()]
         except ValueError:

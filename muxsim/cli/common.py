@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-__all__ = ["Fail", "console", "err_console", "fail", "guarded", "load", "progress_bar", "reset_consoles"]
+__all__ = ["Fail", "is_calibration_file", "is_calibration_table", "is_overhead_file", "is_workload_file", "console", "err_console", "fail", "guarded", "load", "progress_bar", "reset_consoles"]
 
 
 def _consoles() -> tuple[Console, Console]:
@@ -89,3 +89,52 @@ def progress_bar():
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err_console, transient=False)
+
+
+# What kind of file an existing --out is: muxsim replaces a file only when it is of the kind the
+# command writes (muxsim.files.check_output_file), never a user's other file.
+
+def _parquet_columns(path: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return set(pq.read_schema(path).names)
+    except Exception:  # pyarrow raises several types for a file that is not Parquet
+        return set()
+
+
+def is_workload_file(path: Path) -> bool:
+    """Whether ``path`` is a workload Parquet file (:data:`muxsim.workload.WORKLOAD_COLUMNS`)."""
+    from muxsim.workload import WORKLOAD_COLUMNS
+
+    return set(WORKLOAD_COLUMNS) <= _parquet_columns(path)
+
+
+def is_calibration_table(path: Path) -> bool:
+    """Whether ``path`` is a ``muxsim calibrate run`` Parquet table."""
+    from muxsim.perf.table import CALIBRATION_COLUMNS
+
+    return set(CALIBRATION_COLUMNS) <= _parquet_columns(path)
+
+
+def _json(path: Path):
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_calibration_file(path: Path) -> bool:
+    """Whether ``path`` is a fitted-latency calibration JSON (:data:`muxsim.perf.calibration.FORMAT`)."""
+    from muxsim.perf.calibration import FORMAT
+
+    doc = _json(path)
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
+
+
+def is_overhead_file(path: Path) -> bool:
+    """Whether ``path`` is a fitted job-overhead JSON (``dispatch_s``, ``decode_per_seq_s``)."""
+    doc = _json(path)
+    return isinstance(doc, dict) and {"dispatch_s", "decode_per_seq_s"} <= set(doc)

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from muxsim.core.strategies import STRATEGIES
+from muxsim.files import check_output_folder, staged_folder
 
 from . import common
 from .app import app
@@ -39,6 +40,7 @@ def run(
         cfg = load(config, seed)
         preflight(cfg)
         out_dir = out if out is not None else Path("results") / cfg.name
+        check_output_folder(out_dir)
         cells = cfg.cells()
         total = len(cells) * (len(placement_kinds(cfg)) + len(cfg.strategies))
         t0 = time.perf_counter()
@@ -77,11 +79,13 @@ def workload(
         from muxsim.experiment import plan_experiment, preflight, save_workloads
 
         cfg = load(config, seed)
+        check_output_folder(out)
         preflight(cfg)
         plans = plan_experiment(cfg, simulated=False)
-        out.mkdir(parents=True, exist_ok=True)
-        for path, p in zip(save_workloads(plans, out), plans):
-            common.console.print(f"{p.cell.label}: {path} ({len(p.workload):,} requests)")
+        with staged_folder(out) as staging:
+            names = [p.name for p in save_workloads(plans, staging)]
+        for name, p in zip(names, plans):
+            common.console.print(f"{p.cell.label}: {out / name} ({len(p.workload):,} requests)")
 
     guarded(go)
 

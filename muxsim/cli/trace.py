@@ -23,7 +23,12 @@ from typing import Optional
 
 import typer
 
-from muxsim.files import write_files
+from muxsim.files import (
+    check_output_file,
+    check_output_folder,
+    staged_folder,
+    write_files,
+)
 
 from . import common
 from .app import trace_app
@@ -264,10 +269,11 @@ def _save(df, out: Path) -> Path:
 
 
 def _write_all(folder: Path, writers: dict) -> list[Path]:
-    """Write every file of ``writers`` into ``folder``, all or none (:func:`muxsim.files.write_files`)."""
-    if folder.exists() and not folder.is_dir():
-        raise Fail(f"--out {folder} exists and is not a folder")
-    return write_files(folder, writers)
+    """Write every file of ``writers`` as the output folder ``folder``
+    (:func:`muxsim.files.staged_folder`: all or none, and only where muxsim may write)."""
+    with staged_folder(folder) as staging:
+        names = [p.name for p in write_files(staging, writers)]
+    return [folder / n for n in names]
 
 
 def _plot_rates(rates, bin_s: float, title: str):
@@ -357,6 +363,7 @@ def convert(
     """Convert a trace to the workload Parquet that `workload.file` replays."""
 
     def go():
+        check_output_file(out, common.is_workload_file, kind="workload Parquet file")
         df = _load(trace, fmt, llm, tokenizer, turns)
         if "arrival_s" not in df.columns:
             if rate is None:
@@ -389,6 +396,8 @@ def inspect_cmd(
     def go():
         if not (math.isfinite(bin_s) and bin_s > 0):
             raise Fail(f"--bin-s must be a finite time > 0 s, got {bin_s:g}")
+        if out is not None:
+            check_output_folder(out)
         df = _load(trace, fmt, llm, tokenizer)
         timed = "arrival_s" in df.columns
         rates = rate_over_time(df, bin_s) if timed else None
@@ -443,6 +452,7 @@ def synth(
     """Build a multi-LLM workload from one trace as a YAML spec describes."""
 
     def go():
+        check_output_file(out, common.is_workload_file, kind="workload Parquet file")
         from muxsim.workload.synth import load_synth_spec, synthesize
 
         s = load_synth_spec(spec)

@@ -31,12 +31,13 @@ def validate(
             validate_experiment,
             write_validation,
         )
-        from muxsim.files import staged_folder
+        from muxsim.files import check_output_folder, staged_folder
 
         reset_consoles()
         cfg = load(config, None)
         preflight(cfg)
         out_dir = out if out is not None else Path("results") / f"{cfg.name}-validate"
+        check_output_folder(out_dir)
         with staged_folder(out_dir) as staging:
             with common.err_console.status("validating") as status:
                 res = validate_experiment(cfg, staging, recalibrate, progress=lambda m: status.update(m))
