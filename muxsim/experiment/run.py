@@ -11,7 +11,7 @@ from muxsim.config import ExperimentConfig
 from .placements import strategy_placement
 from .plan import CellPlan, plan_experiment
 from .simulation import CellRun, CellTask, run_cell
-from .tasks import map_tasks, process_pool
+from .tasks import map_tasks, worker_pool
 
 __all__ = ["run_experiment"]
 
@@ -30,20 +30,19 @@ def run_experiment(cfg: ExperimentConfig, jobs: int = 1,
 
     Raises:
         muxsim.core.placement.PlacementError, ValueError: infeasible placement or bad input.
+        Any exception (KeyboardInterrupt included) propagates after the workers are stopped.
     """
     tick = progress or (lambda label: None)
-    ex = process_pool(jobs)
-    try:
+    # worker_pool stops the workers at once (running tasks abandoned) when this block raises,
+    # Ctrl-C and SIGTERM included, and its workers die with this process in any case.
+    with worker_pool(jobs) as ex:
         plans = plan_experiment(cfg, ex, tick)
         tasks = [CellTask(cfg, p.cell, s, p.placements[strategy_placement(cfg, s)], p.workload)
                  for p in plans for s in cfg.strategies]
         # longest cells first keeps the workers busy to the end
         order = sorted(range(len(tasks)), key=lambda k: -len(tasks[k].workload))
         done = map_tasks(ex, run_cell, [tasks[k] for k in order], tick, lambda t: t.label)
-        runs = [None] * len(tasks)
-        for k, r in zip(order, done):
-            runs[k] = r
-        return plans, runs
-    finally:
-        if ex is not None:
-            ex.shutdown()
+    runs = [None] * len(tasks)
+    for k, r in zip(order, done):
+        runs[k] = r
+    return plans, runs

@@ -1,25 +1,125 @@
 """Running tasks in worker processes: results in task order, whatever order they finish in, so
-an experiment's outputs do not depend on the number of workers."""
+an experiment's outputs do not depend on the number of workers.
+
+This module is the only place that creates worker pools (:func:`worker_pool`), so that every
+pool's workers behave the same way on shutdown:
+
+- each worker ignores SIGINT (the parent handles Ctrl-C and stops the workers) and dies with
+  its parent, however the parent ends, ``kill -9`` included (:func:`muxsim.procs.die_with_parent`);
+- when the parent leaves the pool's block with an exception (KeyboardInterrupt, SIGTERM turned
+  into one by the CLI, a failing task) it does not wait for running tasks: pending ones are
+  cancelled and the workers terminated (:func:`stop_pool`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 
-__all__ = ["map_tasks", "process_pool"]
+from muxsim.procs import die_with_parent, ignore_sigint
+
+__all__ = ["map_tasks", "process_pool", "stop_pool", "worker_pool"]
+
+
+def _init_worker(parent_pid: int | None) -> None:
+    """Initializer of every pool worker (runs in the worker before its first task)."""
+    ignore_sigint()
+    die_with_parent(parent_pid)
 
 
 def process_pool(jobs: int) -> ProcessPoolExecutor | None:
-    """A pool of ``min(jobs, CPUs)`` worker processes, or None for one (run in this process)."""
+    """A pool of ``min(jobs, CPUs)`` worker processes, or None for one (run in this process).
+
+    Its workers ignore SIGINT and die with this process (see the module docstring). Prefer
+    :func:`worker_pool`, which also stops the pool early when its block fails; a caller of this
+    function must shut the pool down itself (:func:`stop_pool` on failure). Submit to the pool
+    from the thread that created it, and keep that thread alive while the pool runs (on Linux a
+    worker dies with the *thread* that started it; in muxsim that is the main thread).
+    """
     workers = min(jobs, os.cpu_count() or 1)
-    return ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    if workers <= 1:
+        return None
+    ctx = multiprocessing.get_context()  # the default one, named so its start method is known
+    # A forkserver-started worker's parent is the fork server, not this process (which the
+    # fork server outlives only briefly): let the worker take its parent as it finds it.
+    parent = None if ctx.get_start_method() == "forkserver" else os.getpid()
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(parent,))
+
+
+def stop_pool(ex: ProcessPoolExecutor, timeout_s: float = 5.0) -> None:
+    """Stop ``ex`` now, without waiting for its running tasks: cancel the pending ones,
+    terminate (SIGTERM) the worker processes, wait up to ``timeout_s`` s in all for them to
+    exit, then kill (SIGKILL) the rest. Never raises for workers already gone; the pool is
+    unusable afterwards.
+    """
+    # ProcessPoolExecutor has no public way to stop running tasks before Python 3.14
+    # (terminate_workers): shutdown(wait=False, cancel_futures=True) only cancels tasks not
+    # started yet and lets the running ones finish, which would keep an interrupted run's
+    # workers busy for minutes. So terminate the processes it holds ourselves. ``_processes``
+    # (pid -> Process) is private but present, with that meaning, in 3.10 to 3.14; shutdown()
+    # sets it to None, hence the copy first, and getattr guards against its absence.
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    manager = getattr(ex, "_executor_manager_thread", None)
+    terminate = getattr(ex, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        with contextlib.suppress(Exception):
+            terminate()
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        with contextlib.suppress(Exception):
+            if p.is_alive():
+                p.terminate()
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+    # The pool's manager thread notices the dead workers, fails their futures and exits;
+    # interpreter exit joins it, so let it finish here (bounded) rather than at exit.
+    if manager is not None:
+        with contextlib.suppress(Exception):
+            manager.join(max(1.0, deadline - time.monotonic()))
+
+
+@contextlib.contextmanager
+def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A block with the pool of :func:`process_pool` (None when ``jobs`` or the CPUs allow only
+    one process: run tasks in this process).
+
+    On a normal exit the pool is shut down after its tasks. When the block raises anything
+    (an exception, KeyboardInterrupt, SystemExit) the pool is stopped at once with
+    :func:`stop_pool` (running tasks are abandoned, workers terminated) and the exception
+    propagates. Workers die with this process in any case (see the module docstring).
+    """
+    ex = process_pool(jobs)
+    if ex is None:
+        yield None
+        return
+    try:
+        yield ex
+    except BaseException:
+        stop_pool(ex)
+        raise
+    ex.shutdown()
 
 
 def map_tasks(ex: Executor | None, fn: Callable, tasks: Sequence, tick: Callable[[str], None],
               label: Callable[[object], str]) -> list:
     """``fn`` over ``tasks`` in ``ex`` (or in this process when None), results in task order;
-    ``tick(label(task))`` after each task ends."""
+    ``tick(label(task))`` after each task ends.
+
+    Raises:
+        whatever ``fn`` raises for the first failing task (in completion order); the other
+        tasks are cancelled when not started yet (stopping those running is the pool owner's
+        business: :func:`worker_pool` does it).
+    """
     if ex is None:
         out = []
         for t in tasks:
@@ -28,8 +128,13 @@ def map_tasks(ex: Executor | None, fn: Callable, tasks: Sequence, tick: Callable
         return out
     futs = {ex.submit(fn, t): k for k, t in enumerate(tasks)}
     out = [None] * len(tasks)
-    for f in as_completed(futs):
-        k = futs[f]
-        out[k] = f.result()
-        tick(label(tasks[k]))
+    try:
+        for f in as_completed(futs):
+            k = futs[f]
+            out[k] = f.result()
+            tick(label(tasks[k]))
+    except BaseException:
+        for f in futs:
+            f.cancel()
+        raise
     return out

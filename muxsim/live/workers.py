@@ -19,6 +19,7 @@ Protocol (tuples over the pipe). After start the worker sends ``("ready", info)`
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import statistics
 import time
 import weakref
@@ -29,6 +30,7 @@ from typing import Any
 
 from muxsim.catalog import ModelSpec
 from muxsim.live.engine import Engine, EngineError, JobResult, Partition
+from muxsim.procs import die_with_parent
 
 __all__ = [
     "DECODE_STEPS",
@@ -117,6 +119,13 @@ def stop_workers(workers: dict[str, Worker], timeout_s: float = 5.0) -> None:
 # Worker side
 # --------------------------------------------------------------------------------------------
 
+def _worker_entry(parent_pid: int, target: Callable, *args) -> None:
+    """A worker process's first code: arm death with the parent (a killed parent must not leave
+    a worker holding a model and its KV cache), then run the engine's entry point."""
+    die_with_parent(parent_pid)
+    target(*args)
+
+
 def serve_commands(conn, jobs: dict[str, JobFn], release: Callable[[list], None],
                    measure: Callable[[int, int, int, int], tuple[list[float], list[float]]],
                    describe: Callable[[BaseException], str]) -> None:
@@ -201,7 +210,9 @@ class ProcessEngine(Engine):
     :meth:`_spawn_worker` with their worker's entry point, which must speak the protocol of the
     module docstring. Jobs of one LLM run in submission order in its worker; jobs of different
     LLMs run concurrently. Workers stop on :meth:`close`, on leaving a ``with`` block, when the
-    engine is garbage collected and at interpreter exit.
+    engine is garbage collected and at interpreter exit, and die with this process however it
+    ends (:func:`muxsim.procs.die_with_parent`, armed in the worker before ``target`` runs; on
+    Linux tied to the thread that loads the model, so load from a long-lived thread).
 
     Not thread-safe: drive it from one thread.
 
@@ -242,7 +253,8 @@ class ProcessEngine(Engine):
                 first); ``how`` (e.g. ``" with vLLM"``) completes the message.
         """
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=target, name=name, daemon=daemon, args=(*args, child_conn))
+        proc = self._ctx.Process(target=_worker_entry, name=name, daemon=daemon,
+                                 args=(os.getpid(), target, *args, child_conn))
         proc.start()
         child_conn.close()  # so the parent sees EOF when the worker dies
         worker = Worker(llm, proc, parent_conn)
