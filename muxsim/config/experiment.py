@@ -3,14 +3,19 @@ checks between them."""
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field, field_validator, model_validator
 
+from muxsim.catalog import get_model
 from muxsim.core.settings import SchedulerConfig
 from muxsim.core.strategies import STRATEGIES as _REGISTRY
+from muxsim.schema import FieldProblem
 from muxsim.schema import Strict as _Strict
 
 from .cells import Cell
 from .sections import (
+    MAX_SEED,
     ClusterConfig,
     LiveConfig,
     LLMGroup,
@@ -28,12 +33,24 @@ STRATEGIES = tuple(_REGISTRY)
 #: The strategies a config runs when it names none: MuxServe and the paper's two baselines.
 DEFAULT_STRATEGIES = ("muxserve", "spatial", "temporal")
 
+#: Longest experiment name: it names the output folder (``results/<name>``, and
+#: ``<name>-validate``), well inside every file system's 255-byte limit.
+MAX_NAME = 100
+#: An experiment name: a letter, digit or '_' first (never '.', so no hidden folder, no '.' or
+#: '..'), then letters, digits and ``_ . - + = , @``: no path separator, space or control
+#: character, so ``results/<name>`` is always one new folder inside ``results/``.
+_NAME = re.compile(r"\w[\w.+=,@-]*")
+
 
 class ExperimentConfig(_Strict):
-    """A whole experiment (see module docstring)."""
+    """A whole experiment (see module docstring).
+
+    ``name`` names the output folder ``results/<name>``: 1 to 100 characters, letters, digits
+    and ``_ . - + = , @``, starting with a letter, digit or ``_``. ``seed`` in [0, 2**32 - 1].
+    """
 
     name: str = "experiment"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     cluster: ClusterConfig
     llms: list[LLMGroup] = Field(min_length=1)
     workload: WorkloadConfig
@@ -43,6 +60,16 @@ class ExperimentConfig(_Strict):
     overhead: OverheadConfig = OverheadConfig()
     placement: PlacementConfig = PlacementConfig()
     live: LiveConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str) -> str:
+        if not (0 < len(v) <= MAX_NAME and _NAME.fullmatch(v)):
+            raise ValueError(
+                f"must be 1-{MAX_NAME} characters: letters, digits and _ . - + = , @, starting with a letter, "
+                f"digit or _ (it names the output folder results/<name>), got {v[:MAX_NAME + 20]!r}"
+                + (f" ({len(v)} characters)" if len(v) > MAX_NAME else ""))
+        return v
 
     @field_validator("strategies")
     @classmethod
@@ -62,60 +89,83 @@ class ExperimentConfig(_Strict):
         if trace is not None:
             with_rate = [i for i, f in enumerate(fixed) if f]
             if with_rate:
-                raise ValueError(f"workload.trace sets every LLM's requests; drop 'rate' from llms "
-                                 f"group(s) {with_rate}")
+                raise FieldProblem(f"llms.{with_rate[0]}.rate",
+                                   f"workload.trace sets every LLM's requests; drop 'rate' from llms group(s) {with_rate}")
             names = self.llm_names()
             n = len(names)
             if isinstance(trace.llms, int) and trace.llms != n:
-                raise ValueError(f"workload.trace.llms is {trace.llms}; the config lists {n} LLMs "
-                                 f"(llm-0..llm-{n - 1}); omit it to split among those")
+                raise FieldProblem("workload.trace.llms",
+                                   f"workload.trace.llms is {trace.llms}; the config lists {n} LLMs "
+                                   f"(llm-0..llm-{n - 1}); omit it to split among those")
             if isinstance(trace.llms, list) and sorted(trace.llms) != sorted(names):
                 other = sorted(set(trace.llms) - set(names))
                 what = f"names LLMs the config does not list: {other[:5]}" if other else \
                     f"lists {len(trace.llms)} LLMs"
-                raise ValueError(f"workload.trace.llms {what}; the config lists {n} LLMs "
-                                 f"(llm-0..llm-{n - 1}); omit it to split among those")
+                raise FieldProblem("workload.trace.llms", f"workload.trace.llms {what}; the config lists {n} LLMs "
+                                   f"(llm-0..llm-{n - 1}); omit it to split among those")
             fixed_n = trace.popularity.count() if trace.popularity is not None else None
             if fixed_n is not None and fixed_n != n:
-                raise ValueError(f"workload.trace.popularity gives weights for {fixed_n} LLMs; the config "
-                                 f"lists {n} (llm-0..llm-{n - 1})")
+                raise FieldProblem("workload.trace.popularity",
+                                   f"workload.trace.popularity gives weights for {fixed_n} LLMs; the config "
+                                   f"lists {n} (llm-0..llm-{n - 1})")
         elif sets is not None:
             with_rate = [i for i, f in enumerate(fixed) if f]
             if with_rate:
-                raise ValueError(f"workload.rate_sets sets every LLM's rate; drop 'rate' from llms "
-                                 f"group(s) {with_rate}")
+                raise FieldProblem(f"llms.{with_rate[0]}.rate",
+                                   f"workload.rate_sets sets every LLM's rate; drop 'rate' from llms group(s) {with_rate}")
             n = sum(g.count for g in self.llms)
             for k, rs in enumerate(sets):
                 if len(rs.rates) != n:
-                    raise ValueError(f"workload.rate_sets[{k}] {rs.label!r} has {len(rs.rates)} rates; "
-                                     f"the config lists {n} LLMs (llm-0..llm-{n - 1}), one rate each")
+                    raise FieldProblem(f"workload.rate_sets.{k}.rates",
+                                       f"workload.rate_sets[{k}] {rs.label!r} has {len(rs.rates)} rates; "
+                                       f"the config lists {n} LLMs (llm-0..llm-{n - 1}), one rate each")
         elif self.workload.popularity is None and self.workload.file is None and not all(fixed):
-            raise ValueError(
-                "workload.popularity is missing and some llms have no 'rate': give every LLM "
-                "group a rate (req/s) or set workload.popularity {alpha, max_rate}"
-            )
+            raise FieldProblem("workload.popularity",
+                               "workload.popularity is missing and some llms have no 'rate': give every LLM "
+                               "group a rate (req/s) or set workload.popularity {alpha, max_rate}")
         req = self.workload.requests
         if req is not None and isinstance(req.counts, list):
             n = sum(g.count for g in self.llms)
             if len(req.counts) != n:
-                raise ValueError(f"workload.requests.counts has {len(req.counts)} entries; the config "
-                                 f"lists {n} LLMs (llm-0..llm-{n - 1}), one count each")
+                raise FieldProblem("workload.requests.counts",
+                                   f"workload.requests.counts has {len(req.counts)} entries; the config "
+                                   f"lists {n} LLMs (llm-0..llm-{n - 1}), one count each")
         if self.placement.meshes is not None:
-            names = set(self.llm_names())
-            seen: set[str] = set()
-            for m in self.placement.meshes:
-                for n in m.llms:
-                    if n not in names:
-                        raise ValueError(f"placement names unknown LLM {n!r}; known: {sorted(names)}")
-                    if n in seen:
-                        raise ValueError(f"placement puts LLM {n!r} on more than one mesh")
-                    seen.add(n)
-                if m.node >= self.cluster.nodes:
-                    raise ValueError(f"placement mesh on node {m.node}, cluster has {self.cluster.nodes}")
-            missing = names - seen
-            if missing:
-                raise ValueError(f"placement leaves LLMs unplaced: {sorted(missing)}")
+            self._check_meshes()
         return self
+
+    def _check_meshes(self) -> None:
+        """What an explicit placement must satisfy that the config alone tells (memory fit is
+        left to the placement's own check, which needs the latency model)."""
+        names = self.llm_names()
+        model = dict(zip(names, self.llm_models()))
+        seen: set[str] = set()
+        used = [0] * self.cluster.nodes
+        gpn = self.cluster.gpus_per_node
+        for k, m in enumerate(self.placement.meshes):
+            at = f"placement.meshes.{k}"
+            for n in m.llms:
+                if n not in model:
+                    raise FieldProblem(f"{at}.llms", f"placement names unknown LLM {n!r}; known: "
+                                       f"llm-0..llm-{len(names) - 1}")
+                if n in seen:
+                    raise FieldProblem(f"{at}.llms", f"placement puts LLM {n!r} on more than one mesh")
+                seen.add(n)
+                need = get_model(model[n]).min_gpus
+                if need > m.gpus:
+                    raise FieldProblem(f"{at}.gpus", f"{n} ({model[n]}) needs >= {need} GPUs, the mesh has {m.gpus}")
+            if m.node >= self.cluster.nodes:
+                raise FieldProblem(f"{at}.node", f"placement mesh on node {m.node}, cluster has "
+                                   f"{self.cluster.nodes} (nodes 0..{self.cluster.nodes - 1})")
+            if m.gpus > gpn:
+                raise FieldProblem(f"{at}.gpus", f"a mesh has at most cluster.gpus_per_node = {gpn} GPUs, got {m.gpus}")
+            used[m.node] += m.gpus
+            if used[m.node] > gpn:
+                raise FieldProblem(f"{at}.gpus", f"node {m.node} is given {used[m.node]} GPUs by meshes "
+                                   f"0..{k}, it has {gpn}")
+        missing = [n for n in names if n not in seen]
+        if missing:
+            raise FieldProblem("placement.meshes", f"placement leaves LLMs unplaced: {missing}")
 
     def llm_names(self) -> list[str]:
         """Names ``llm-0``, ``llm-1``, ... in popularity (listed) order."""

@@ -1,5 +1,10 @@
 """Reading an experiment config file: YAML, command-line overrides, relative paths resolved
-beside the config, and one-line errors."""
+beside the config, and one-line errors.
+
+Everything a config can be checked for without drawing a workload is checked here, in one
+pass, before any command starts work: the schema (ranges, types, cross-field rules), and the
+files it names (``workload.file``, ``overhead.file``, the trace's ``source.path`` and
+``popularity.rates_file``) exist; an ``overhead.file`` is also read."""
 
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
         overrides: top-level keys replacing the file's (e.g. ``{"seed": 3}``).
 
     Raises:
-        ConfigError: missing file, malformed YAML, or a schema violation; the one-line message
-            names the file and the offending field.
+        ConfigError: missing file, malformed YAML (or a key given twice), a schema violation,
+            or a file the config names that is missing or unreadable; the one-line message
+            names the file, the offending field, its value and the allowed range.
     """
     p = Path(path)
     raw = read_yaml(p, ConfigError, "config file")
@@ -48,9 +54,19 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{p}: {format_validation_error(e)}") from None
+        raise ConfigError(f"{p}: {format_validation_error(e, ExperimentConfig)}") from None
     except ValueError as e:  # catalog lookups raised outside pydantic's wrapping
         raise ConfigError(f"{p}: {e}") from None
+    for key, v in (("workload.file", cfg.workload.file), ("overhead.file", cfg.overhead.file)):
+        if v is not None and not Path(v).expanduser().is_file():
+            what = "is a folder, not a file" if Path(v).expanduser().is_dir() else "file not found"
+            raise ConfigError(f"{p}: {key}: {what}: {v} (a relative path is looked up in the current "
+                              f"folder, then beside the config)")
+    if cfg.overhead.file is not None:
+        try:  # small JSON; reading it now refuses a malformed one before any work
+            cfg.overhead.model()
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {(str(e).splitlines() or ['unreadable'])[0]}") from None
     tr = cfg.workload.trace
     if tr is not None:
         for key, v in (("source.path", tr.source.path),

@@ -1,24 +1,49 @@
 """The sections of an experiment config (cluster, llms, workload, slo, overhead, placement,
 live), each a strict pydantic model; the scheduler section is
-:class:`muxsim.core.settings.SchedulerConfig`."""
+:class:`muxsim.core.settings.SchedulerConfig`.
+
+Every number is finite (:class:`muxsim.schema.Strict`) and in the range its docstring states;
+the upper bounds are far above any real experiment and exist so that a typo (``1e9`` for
+``1e3``) is refused at load instead of ending in an out-of-memory error mid-run. Rates are
+req/s, times seconds."""
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from muxsim.catalog import get_gpu, get_model
 from muxsim.core.records import SLO_BASES
+from muxsim.schema import FieldProblem
 from muxsim.schema import Strict as _Strict
 from muxsim.workload.synth import PopularitySpec, SynthSpec
 
 from .errors import ConfigError
 
+#: Largest rate (req/s) of one LLM, a ``max_rate`` or a rate set: a million requests a second
+#: is beyond any cluster muxsim models.
+MAX_RATE = 1e6
+#: Longest duration (s) of a workload, a drain or a request-count window: about 115 days.
+MAX_SECONDS = 1e7
+#: Largest popularity exponent: beyond it every LLM but the first has a vanishing rate.
+MAX_ALPHA = 10.0
+#: Most LLMs of one group (``count``).
+MAX_LLMS = 1024
+#: Largest SLO scale.
+MAX_SLO_SCALE = 1e6
+#: Largest seed: the 32-bit range every generator muxsim seeds (numpy, torch) accepts as is.
+MAX_SEED = 2**32 - 1
+
+#: A number whose field validator checks finiteness itself, so that its message for ``inf`` /
+#: ``nan`` states the field's whole range (the base's generic check does not know it).
+_Num = Annotated[float, Field(allow_inf_nan=True)]
+
 
 class ClusterConfig(_Strict):
-    """Nodes x GPUs per node of one GPU kind (a catalog name, e.g. ``a100-80gb``)."""
+    """Nodes x GPUs per node of one GPU kind (a catalog name, e.g. ``a100-80gb``): ``nodes`` in
+    [1, 64], ``gpus_per_node`` in [1, 16]."""
 
     nodes: int = Field(ge=1, le=64)
     gpus_per_node: int = Field(ge=1, le=16)
@@ -39,13 +64,13 @@ class ClusterConfig(_Strict):
 class LLMGroup(_Strict):
     """``count`` served LLMs of one architecture, listed in popularity order.
 
-    ``rate`` (req/s) fixes the rate of every LLM of the group; otherwise the workload's
-    popularity law sets it.
+    ``rate`` (req/s, in (0, 1e6]) fixes the rate of every LLM of the group; otherwise the
+    workload's popularity law sets it. ``count`` in [1, 1024].
     """
 
     model: str
-    count: int = Field(default=1, ge=1)
-    rate: float | None = Field(default=None, gt=0)
+    count: int = Field(default=1, ge=1, le=MAX_LLMS)
+    rate: float | None = Field(default=None, gt=0, le=MAX_RATE)
 
     @field_validator("model")
     @classmethod
@@ -60,11 +85,14 @@ class PopularityConfig(_Strict):
     ``alpha``, ``max_rate`` and ``rate_scale`` may be lists: the experiment sweeps their product
     (the paper: alpha in {0.7, 0.9, 1.3, 1.7, 2.1} x rate_scale in {0.5, 0.75, 1, 1.25},
     max_rate 40 req/s).
+
+    Ranges: ``alpha`` in [0, 10], ``max_rate`` in (0, 1e6] req/s, ``rate_scale`` in (0, 1000];
+    values of a list unique (alpha too: a repeated value would make two identical cells).
     """
 
-    alpha: float | list[float]
-    max_rate: float | list[float]
-    rate_scale: float | list[float] = 1.0
+    alpha: _Num | list[_Num]
+    max_rate: _Num | list[_Num]
+    rate_scale: _Num | list[_Num] = 1.0
 
     @field_validator("alpha")
     @classmethod
@@ -75,6 +103,10 @@ class PopularityConfig(_Strict):
         for a in vals:
             if a < 0:
                 raise ValueError(f"alpha must be >= 0, got {a}")
+            if not a <= MAX_ALPHA:  # nan too
+                raise ValueError(f"alpha must be in [0, {MAX_ALPHA:g}], got {a}")
+        if len(set(vals)) != len(vals):
+            raise ValueError(f"alpha values must be unique, got {vals}")
         return v
 
     @field_validator("max_rate", "rate_scale")
@@ -83,9 +115,12 @@ class PopularityConfig(_Strict):
         vals = v if isinstance(v, list) else [v]
         if not vals:
             raise ValueError(f"{info.field_name} list is empty")
+        top = MAX_RATE if info.field_name == "max_rate" else 1000.0
         for r in vals:
             if not (math.isfinite(r) and r > 0):
-                raise ValueError(f"{info.field_name} must be > 0 and finite, got {r}")
+                raise ValueError(f"{info.field_name} must be > 0 and <= {top:g} (finite), got {r}")
+            if r > top:
+                raise ValueError(f"{info.field_name} must be in (0, {top:g}], got {r:g}")
         if len(set(vals)) != len(vals):
             raise ValueError(f"{info.field_name} values must be unique, got {vals}")
         return v
@@ -104,18 +139,18 @@ class PopularityConfig(_Strict):
 
 
 class RateSet(_Strict):
-    """One cell of a ``workload.rate_sets`` sweep: a label and one rate (req/s) per LLM, in the
-    listed LLM order."""
+    """One cell of a ``workload.rate_sets`` sweep: a label and one rate (req/s, in (0, 1e6]) per
+    LLM, in the listed LLM order."""
 
     label: str = Field(min_length=1)
-    rates: list[float] = Field(min_length=1)
+    rates: list[_Num] = Field(min_length=1)
 
     @field_validator("rates")
     @classmethod
     def _positive(cls, v):
         for r in v:
-            if not (r > 0 and r != float("inf")):
-                raise ValueError(f"rates must be finite req/s > 0, got {r}")
+            if not (math.isfinite(r) and 0 < r <= MAX_RATE):
+                raise ValueError(f"rates must be finite req/s > 0 and <= {MAX_RATE:g}, got {r}")
         return v
 
 
@@ -128,8 +163,8 @@ class LengthsConfig(_Strict):
     (Llama-2 tokenizer, outputs capped at 1024; mean 136.2 / 472.1). ``fixed``: every request
     ``prompt`` / ``output`` tokens.
 
-    ShareGPT lengths may be resized, at least 4 tokens each: ``scale`` multiplies prompt and
-    output alike; ``mean_prompt`` and ``mean_output`` (tokens, both or neither) instead rescale
+    ShareGPT lengths may be resized, at least 4 tokens each: ``scale`` (in (0, 100]) multiplies
+    prompt and output alike; ``mean_prompt`` and ``mean_output`` (tokens, both or neither) instead rescale
     prompt and output by separate factors chosen so the means match, e.g. a trace's
     (:meth:`muxsim.workload.ScaledLengths.matching_means`; the shape of each side is kept).
     """
@@ -137,7 +172,7 @@ class LengthsConfig(_Strict):
     kind: Literal["sharegpt", "sharegpt_v3", "fixed"] = "sharegpt"
     prompt: int | None = Field(default=None, ge=1, le=32768)
     output: int | None = Field(default=None, ge=1, le=32768)
-    scale: float = Field(default=1.0, gt=0)
+    scale: float = Field(default=1.0, gt=0, le=100)
     mean_prompt: float | None = Field(default=None, gt=4, le=32768)
     mean_output: float | None = Field(default=None, gt=4, le=32768)
 
@@ -160,9 +195,9 @@ class LengthsConfig(_Strict):
 
 class TracePopularity(PopularitySpec):
     """:class:`muxsim.workload.synth.PopularitySpec` whose ``alpha`` may be a list: the
-    experiment then sweeps it, one cell per alpha."""
+    experiment then sweeps it, one cell per alpha (each in [0, 10], unique)."""
 
-    alpha: float | list[float] | None = None
+    alpha: _Num | list[_Num] | None = None
 
     @field_validator("alpha")
     @classmethod
@@ -175,6 +210,8 @@ class TracePopularity(PopularitySpec):
         for a in vals:
             if not (math.isfinite(a) and a >= 0):
                 raise ValueError(f"alpha must be finite and >= 0, got {a}")
+            if a > MAX_ALPHA:
+                raise ValueError(f"alpha must be in [0, {MAX_ALPHA:g}], got {a}")
         if len(set(vals)) != len(vals):
             raise ValueError(f"alpha values must be unique, got {vals}")
         return v
@@ -189,11 +226,12 @@ class TraceConfig(SynthSpec):
     then the experiment's ``llm-0 .. llm-{n-1}``; given, it must be n or a list of exactly those
     names, whose order is the popularity order); ``popularity.alpha`` may be a list (one sweep
     cell per alpha); ``seed`` may be omitted (the experiment's ``seed`` is used, so ``--seed``
-    changes the split). Without ``popularity`` the LLMs get equal shares.
+    changes the split; a given one is in [0, 2**32 - 1]). Without ``popularity`` the LLMs get
+    equal shares.
     """
 
     popularity: TracePopularity | None = None
-    seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
 
     @field_validator("popularity")
     @classmethod
@@ -229,11 +267,14 @@ class RequestCountConfig(_Strict):
     int(``factor`` x ``seconds`` x T_i) requests, T_i the MuxServe placement's estimated
     throughput of LLM i (req/s, capped at its rate); the paper's values are 1.1 and 240 s.
     ``rule: fixed`` gives every LLM ``counts`` requests (one number), or LLM i ``counts[i]``.
+
+    Ranges: ``factor`` in (0, 1000], ``seconds`` in (0, 1e7], ``counts`` whole numbers in
+    [0, 1e9], not all 0.
     """
 
     rule: Literal["estimate", "fixed"] = "estimate"
-    factor: float = Field(default=1.1, gt=0, allow_inf_nan=False)
-    seconds: float = Field(default=240.0, gt=0, allow_inf_nan=False)
+    factor: float = Field(default=1.1, gt=0, le=1000)
+    seconds: float = Field(default=240.0, gt=0, le=MAX_SECONDS)
     counts: int | list[int] | None = None
 
     @model_validator(mode="after")
@@ -243,8 +284,11 @@ class RequestCountConfig(_Strict):
                 raise ValueError("requests.rule 'fixed' needs 'counts': requests per LLM (a number, "
                                  "or one per LLM)")
             vals = self.counts if isinstance(self.counts, list) else [self.counts]
-            if not vals or any(c < 0 for c in vals):
-                raise ValueError(f"requests.counts must be whole numbers >= 0, got {self.counts}")
+            if not vals or any(not 0 <= c <= 10**9 for c in vals):
+                raise FieldProblem("counts", f"requests.counts must be whole numbers in [0, 1e9], got {self.counts}")
+            if not any(vals):  # an empty workload has nothing to simulate or report
+                raise FieldProblem("counts", f"requests.counts gives every LLM 0 requests; give at least one "
+                                   f"a count >= 1, got {self.counts}")
         elif self.counts is not None:
             raise ValueError("requests.counts applies to rule 'fixed'; rule 'estimate' derives the "
                              "counts from the placement's estimate (factor, seconds)")
@@ -268,18 +312,23 @@ class WorkloadConfig(_Strict):
     lengths are the trace's, so ``lengths``, ``arrival``, ``cv`` and ``max_requests_per_llm``
     are refused (use ``trace.max_requests``); per-LLM rates are request counts over the span;
     ``duration_s``, when given, keeps the arrivals before it (after condensing).
+
+    Ranges: ``duration_s`` and ``drain_limit_s`` in (0, 1e7] s, ``cv`` in [0.001, 1000] (the
+    arrival sampler's range; only with ``arrival: gamma``, Poisson has cv 1),
+    ``max_requests_per_llm`` in [1, 1e9]. ``file`` must exist (checked when the config is
+    loaded).
     """
 
-    duration_s: float | None = Field(default=None, gt=0)
-    file: str | None = None
+    duration_s: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+    file: str | None = Field(default=None, min_length=1)
     arrival: Literal["poisson", "gamma"] = "poisson"
-    cv: float = Field(default=1.0, gt=0)
+    cv: float = Field(default=1.0, ge=0.001, le=1000)
     lengths: LengthsConfig = LengthsConfig()
     popularity: PopularityConfig | None = None
     rate_sets: list[RateSet] | None = Field(default=None, min_length=1)
-    max_requests_per_llm: int | None = Field(default=None, ge=1)
+    max_requests_per_llm: int | None = Field(default=None, ge=1, le=10**9)
     requests: RequestCountConfig | None = None
-    drain_limit_s: float | None = Field(default=None, gt=0)
+    drain_limit_s: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     trace: TraceConfig | None = None
 
     @model_validator(mode="after")
@@ -302,6 +351,9 @@ class WorkloadConfig(_Strict):
                                  "use trace.max_requests")
         elif self.duration_s is None and self.file is None:
             raise ValueError("duration_s is required (seconds > 0) unless a workload 'file' or 'trace' is replayed")
+        elif self.file is None and self.arrival == "poisson" and self.cv != 1.0:
+            # the arrival sampler refuses it, but only once the run has started
+            raise FieldProblem("cv", f"cv={self.cv:g} only applies to arrival: gamma; poisson has cv 1")
         if self.rate_sets is not None:
             if self.popularity is not None:
                 raise ValueError("give either 'rate_sets' or 'popularity', not both")
@@ -325,35 +377,42 @@ class SLOConfig(_Strict):
     analysis': batch-1 latencies at 100 % SMs on 1 / 1 / 4 / 8 GPUs for 7B / 13B / 30B / 65B,
     decode averaged over context lengths 32..512 (../shared/docs/muxserve.md §9). Both bases are
     written per request; attainment columns use this one.
+
+    Ranges: every scale and ``goodput_scale`` in (0, 1e6].
     """
 
-    scales: list[float] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 100])
-    goodput_scale: float = Field(default=8.0, gt=0)
+    scales: list[_Num] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 100])
+    goodput_scale: float = Field(default=8.0, gt=0, le=MAX_SLO_SCALE)
     base: Literal[SLO_BASES] = "alone"
 
     @field_validator("scales")
     @classmethod
     def _positive(cls, v):
-        if not v or any(s <= 0 for s in v):
-            raise ValueError("scales must be a non-empty list of numbers > 0")
+        if not v or any(not 0 < s <= MAX_SLO_SCALE for s in v):  # nan fails too
+            raise ValueError(f"scales must be a non-empty list of numbers in (0, {MAX_SLO_SCALE:g}], got {v}")
         return sorted(set(v))
 
 
 class CalibrationGridConfig(_Strict):
     """Grid of a calibration sweep (batch sizes, prompt/context lengths in tokens) and its
-    repeats; ``file`` reuses (and resumes) a calibration Parquet instead of a fresh one."""
+    repeats; ``file`` reuses (and resumes) a calibration Parquet instead of a fresh one.
+
+    Ranges: ``batches`` in [1, 4096], ``seqs`` in [1, 131072] tokens, ``warmup`` in [0, 1000],
+    ``repeats`` in [1, 1000].
+    """
 
     batches: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], min_length=1)
     seqs: list[int] = Field(default_factory=lambda: [32, 64, 128, 256], min_length=1)
-    warmup: int = Field(default=2, ge=0)
-    repeats: int = Field(default=5, ge=1)
-    file: str | None = None
+    warmup: int = Field(default=2, ge=0, le=1000)
+    repeats: int = Field(default=5, ge=1, le=1000)
+    file: str | None = Field(default=None, min_length=1)
 
     @field_validator("batches", "seqs")
     @classmethod
-    def _positive(cls, v):
-        if any(x < 1 for x in v):
-            raise ValueError("must be positive integers")
+    def _positive(cls, v, info):
+        top = 4096 if info.field_name == "batches" else 131072
+        if any(not 1 <= x <= top for x in v):
+            raise ValueError(f"must be whole numbers in [1, {top}], got {v}")
         return sorted(set(v))
 
 
@@ -374,18 +433,30 @@ class LiveConfig(_Strict):
 
     ``replay_window_s``: window (s) of the diagnostic ``simulated-replayed`` run, which replays
     the speed the live run's own jobs met (:class:`muxsim.live.speed.SpeedTrace`).
+
+    Ranges: ``threads`` in [1, 1024], ``max_drift`` in (0, 10], ``retries`` in [0, 100],
+    ``replay_window_s`` in [0.01, 86400] s (shorter windows would only split the live run into
+    millions of empty ones); ``checkpoints`` keys are catalog models.
     """
 
     engine: Literal["transformers", "vllm"] = "transformers"
     device: str = "cpu"
-    threads: int = Field(default=1, ge=1)
+    threads: int = Field(default=1, ge=1, le=1024)
     checkpoints: dict[str, str] | None = None
     calibration: CalibrationGridConfig = CalibrationGridConfig()
     pin_cores: bool = True
     speed_correction: bool = False
-    max_drift: float = Field(default=0.15, gt=0)
-    retries: int = Field(default=0, ge=0)
-    replay_window_s: float = Field(default=2.0, gt=0)
+    max_drift: float = Field(default=0.15, gt=0, le=10)
+    retries: int = Field(default=0, ge=0, le=100)
+    replay_window_s: float = Field(default=2.0, ge=0.01, le=86_400)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoint_models(cls, v):
+        # a checkpoint is looked up by model name; a misspelt one would be ignored silently
+        for k in v or {}:
+            get_model(k)
+        return v
 
     @field_validator("device")
     @classmethod
@@ -401,19 +472,20 @@ class OverheadConfig(_Strict):
     muxsim's CPU live runs measured) and ``decode_per_seq_ms`` per sequence per decode iteration
     (null: the reference's 0.1 / 0.08 / 0.07 ms for 7B / 13B / larger; a number for every
     model; or {model: ms}). ``file``: a ``muxsim calibrate overhead`` JSON whose figures replace
-    both. Set both to 0 to simulate the profiled kernel time alone.
+    both (it must exist and be readable: checked when the config is loaded). Set both to 0 to
+    simulate the profiled kernel time alone. Ranges: both in [0, 1000] ms.
     """
 
-    dispatch_ms: float = Field(default=0.55, ge=0, allow_inf_nan=False)
-    decode_per_seq_ms: float | dict[str, float] | None = None
-    file: str | None = None
+    dispatch_ms: float = Field(default=0.55, ge=0, le=1000)
+    decode_per_seq_ms: _Num | dict[str, _Num] | None = None
+    file: str | None = Field(default=None, min_length=1)
 
     @field_validator("decode_per_seq_ms")
     @classmethod
     def _per_seq(cls, v):
         vals = list(v.values()) if isinstance(v, dict) else [] if v is None else [v]
-        if any(not (math.isfinite(x) and x >= 0) for x in vals):
-            raise ValueError(f"must be finite and >= 0 ms, got {v}")
+        if any(not (math.isfinite(x) and 0 <= x <= 1000) for x in vals):
+            raise ValueError(f"must be finite and in [0, 1000] ms, got {v}")
         if isinstance(v, dict):
             for k in v:
                 get_model(k)
@@ -440,12 +512,36 @@ class OverheadConfig(_Strict):
 
 
 class MeshConfig(_Strict):
-    """An explicit mesh: its node, GPU count, LLM names and their [prefill %, decode %] shares."""
+    """An explicit mesh: its node (in [0, 63], below ``cluster.nodes``), GPU count (1, 2, 4, 8
+    or 16, at most ``cluster.gpus_per_node``), LLM names (each once) and, for some of them,
+    their [prefill %, decode %] SM shares (whole percentages in [1, 100]); the LLMs ``sm`` names
+    must be on this mesh."""
 
-    node: int = Field(ge=0)
-    gpus: int = Field(ge=1)
+    node: int = Field(ge=0, le=63)
+    gpus: int = Field(ge=1, le=16)
     llms: list[str] = Field(min_length=1)
     sm: dict[str, tuple[int, int]] | None = None
+
+    @field_validator("gpus")
+    @classmethod
+    def _power_of_two(cls, v):
+        if v not in (1, 2, 4, 8, 16):
+            raise ValueError(f"must be 1, 2, 4, 8 or 16 GPUs (a mesh is a power of two), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _shares_of_its_llms(self):
+        dup = sorted({n for n in self.llms if self.llms.count(n) > 1})
+        if dup:
+            raise FieldProblem("llms", f"lists {dup[0]!r} more than once")
+        for name, shares in (self.sm or {}).items():
+            if name not in self.llms:
+                # a share for an LLM of another mesh would be ignored silently
+                raise FieldProblem(f"sm.{name}", f"{name!r} is not on this mesh; its llms: {list(self.llms)}")
+            if not all(1 <= x <= 100 for x in shares):
+                raise FieldProblem(f"sm.{name}", f"SM shares [prefill %, decode %] must be in [1, 100], "
+                                   f"got {list(shares)}")
+        return self
 
 
 class PlacementConfig(_Strict):
@@ -467,16 +563,19 @@ class PlacementConfig(_Strict):
     whole workload and the start kept when it is not at least as good).
     ``meshes``: an explicit placement, which replaces the search (a plain list of meshes is
     read as ``meshes``).
+
+    Ranges: ``candidates`` in [1, 1e6], ``budget_s`` in (0, 86400] s, ``seed`` in
+    [0, 2**32 - 1], ``starts`` in [1, 50], ``prefix_s`` in (0, 1e7] s.
     """
 
     search: Literal["analytic", "simulated"] = "analytic"
     estimator: Literal["muxsim", "reference"] = "muxsim"
     objective: Literal["throughput", "goodput", "attainment"] = "throughput"
     candidates: int = Field(default=400, ge=1, le=1_000_000)
-    budget_s: float = Field(default=55.0, gt=0, le=86_400, allow_inf_nan=False)
-    seed: int = Field(default=0, ge=0)
+    budget_s: float = Field(default=55.0, gt=0, le=86_400)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     starts: int = Field(default=3, ge=1, le=50)
-    prefix_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    prefix_s: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     meshes: list[MeshConfig] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="before")

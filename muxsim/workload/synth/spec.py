@@ -10,15 +10,13 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from muxsim.schema import format_validation_error, read_yaml
+from muxsim.schema import Strict, format_validation_error, read_yaml
 
 from .transforms import (
     check_llms,
@@ -44,11 +42,16 @@ class SynthSpecError(ValueError):
     """A bad synthesis spec, with a one-line message that names the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(Strict):
+    """Base of the spec's sections (:class:`muxsim.schema.Strict`: unknown keys, ``inf``/``nan``
+    and booleans where numbers are meant are refused)."""
 
 
 _PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: A rate (req/s) or a time compression factor: finite, in (0, 1e6] (beyond is a typo).
+_Rate = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
+#: Largest seed: the 32-bit range numpy's generators take as is.
+_MAX_SEED = 2**32 - 1
 
 
 class SourceSpec(_Strict):
@@ -56,15 +59,16 @@ class SourceSpec(_Strict):
     names single-stream traces, ``tokenizer``/``sharegpt_turns`` for ShareGPT,
     ``infer_sessions`` for multi-turn ``lengths`` files). ``rate``/``arrival``/``cv`` draw
     arrival times for length-only formats (lengths, sharegpt), which carry none: a renewal
-    process of mean ``rate`` req/s, Poisson or Gamma with gap CV ``cv``."""
+    process of mean ``rate`` req/s (in (0, 1e6]), Poisson or Gamma with gap CV ``cv`` (in
+    [0.001, 1000], the range the arrival sampler takes)."""
 
     path: str
     format: str | None = None
     llm: str = Field(default="llm-0", min_length=1)
     tokenizer: str | None = None
-    rate: _PosFloat | None = None
+    rate: _Rate | None = None
     arrival: Literal["poisson", "gamma"] = "poisson"
-    cv: _PosFloat = 1.0
+    cv: float = Field(default=1.0, ge=0.001, le=1000)
     sharegpt_turns: Literal["first", "all"] = "first"
     infer_sessions: bool = False
 
@@ -111,10 +115,11 @@ def _check_weight_list(v):
 
 
 class _Shares(_Strict):
-    """A share law's common fields: a power law ``alpha`` (MuxServe §5.1) or explicit
-    ``weights`` (checked by :func:`_check_weight_list`)."""
+    """A share law's common fields: a power law ``alpha`` (MuxServe §5.1; in [0, 10], beyond
+    which every LLM but the first gets a vanishing share) or explicit ``weights`` (checked by
+    :func:`_check_weight_list`)."""
 
-    alpha: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    alpha: float | None = Field(default=None, ge=0, le=10, allow_inf_nan=False)
     weights: list[float] | None = Field(default=None, min_length=1)
 
     @field_validator("weights")
@@ -194,18 +199,20 @@ class SynthSpec(_Strict):
 
     ``llms`` is a count (names ``llm-0``, ``llm-1``, ...) or a list of names; it may be omitted
     when the popularity fixes the count (``weights``, ``rates_file``, ``drift`` with weights).
+    Ranges: ``condense`` and ``target_rate`` in (0, 1e6], ``seed`` in [0, 2**32 - 1],
+    ``max_requests`` in [1, 1e9]; a count ``llms`` in [1, 1024].
     Relative paths (``source.path``, ``popularity.rates_file``) are looked up in the current
     directory first, then beside the spec file.
     """
 
     source: SourceSpec
     window: WindowSpec | None = None
-    condense: _PosFloat | None = None
-    target_rate: _PosFloat | None = None
+    condense: _Rate | None = None
+    target_rate: _Rate | None = None
     llms: int | list[str] | None = None
     popularity: PopularitySpec | None = None
-    seed: int = Field(default=0, ge=0)
-    max_requests: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0, le=_MAX_SEED)
+    max_requests: int | None = Field(default=None, ge=1, le=10**9)
 
     @field_validator("target_rate")
     @classmethod
@@ -223,8 +230,8 @@ class SynthSpec(_Strict):
             # pydantic turns ValueError, not TypeError, into a field's validation error.
             raise ValueError(  # noqa: TRY004
                 f"must be a count >= 1 or a list of LLM names, got {v!r}")
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"must be a count >= 1, got {v}")
+        if isinstance(v, int) and not 1 <= v <= 1024:
+            raise ValueError(f"must be a count >= 1 and <= 1024, got {v}")
         if isinstance(v, list):
             try:
                 check_llms(v)
@@ -386,4 +393,4 @@ def load_synth_spec(path: str | Path) -> SynthSpec:
     try:
         return SynthSpec.model_validate(raw)
     except ValidationError as e:
-        raise SynthSpecError(f"{p}: {format_validation_error(e)}") from None
+        raise SynthSpecError(f"{p}: {format_validation_error(e, SynthSpec)}") from None
