@@ -71,7 +71,7 @@ def test_run_refuses_an_unsafe_out_before_any_work(work, out, expected):
 
 @pytest.mark.parametrize("command", [
     lambda cfg, out: ["workload", cfg, "--out", out],
-    lambda cfg, out: ["validate", cfg, "--out", out],
+    lambda cfg, out: ["validate", ROOT / "experiments" / "validate_cpu.yaml", "--out", out],
 ])
 def test_other_folder_writers_refuse_a_users_folder(work, command):
     cfg = _config(work / "run")
@@ -170,3 +170,32 @@ def test_nothing_outside_the_outputs_changes_on_success(work):
     after = {k: v for k, v in snapshot(work).items() if not k.startswith(("run/", "out/"))}
     assert after == before
     assert os.listdir(work / "out")
+
+
+def test_size_guard_refuses_before_drawing(work):
+    cfg = _config(work / "run")
+    raw = yaml.safe_load(cfg.read_text())
+    raw["workload"]["duration_s"] = 1e6
+    raw["workload"]["popularity"] = {"alpha": [0.9], "max_rate": 1e4}
+    raw["workload"].pop("requests", None)
+    cfg.write_text(yaml.safe_dump(raw))
+    check_bad_input(["run", cfg, "--out", work / "out"], "above limits.max_requests", work, cwd=work / "run")
+    raw["limits"] = {"max_requests": 10**12, "max_events": 10**15, "max_memory_gib": 2}
+    cfg.write_text(yaml.safe_dump(raw))
+    check_bad_input(["run", cfg, "--out", work / "out"], "GiB of memory", work, cwd=work / "run")
+
+
+def test_a_workload_with_no_request_is_refused_in_one_line(work):
+    cfg = _config(work / "run")
+    raw = yaml.safe_load(cfg.read_text())
+    raw["workload"]["duration_s"] = 1e-3
+    cfg.write_text(yaml.safe_dump(raw))
+    check_bad_input(["run", cfg, "--out", work / "out"], "its workload has no request", work, cwd=work / "run")
+
+
+def test_validate_without_live_section_writes_nothing(work):
+    cfg = _config(work / "run")
+    before = snapshot(work)
+    res, _ = invoke(["validate", cfg], work / "run")
+    assert res.exit_code == 2 and "no 'live' section" in res.stderr
+    assert snapshot(work) == before and not (work / "run" / "results").exists()

@@ -53,6 +53,7 @@ class OneLineErrors(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Run the command line; always exits (``SystemExit``) with the command's code."""
+        prog_name = prog_name or "muxsim"  # a test runner would name the program after itself
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         _Terminated.seen = False

@@ -77,8 +77,8 @@ def load(config: Path, seed: int | None):
 
 
 def progress_bar():
-    """A progress bar on the error console (description, bar, done/total, elapsed time) that
-    stays on screen when done."""
+    """A progress bar on the error console (description, bar, done/total, elapsed time); it
+    clears itself when done, so an error that stops the work is the only line left."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -88,7 +88,7 @@ def progress_bar():
     )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err_console, transient=False)
+                    TimeElapsedColumn(), console=err_console, transient=True)
 
 
 # What kind of file an existing --out is: muxsim replaces a file only when it is of the kind the

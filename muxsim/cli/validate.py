@@ -9,7 +9,7 @@ import typer
 
 from . import common
 from .app import app
-from .common import guarded, load, reset_consoles
+from .common import Fail, guarded, load, reset_consoles
 
 
 @app.command()
@@ -36,6 +36,9 @@ def validate(
         reset_consoles()
         cfg = load(config, None)
         preflight(cfg)
+        if cfg.live is None:
+            raise Fail(f"{config}: the config has no 'live' section (engine, device, threads, calibration); "
+                       f"muxsim validate runs it live, see experiments/validate_cpu.yaml")
         out_dir = out if out is not None else Path("results") / f"{cfg.name}-validate"
         check_output_folder(out_dir)
         with staged_folder(out_dir) as staging:

@@ -17,6 +17,7 @@ from .cells import Cell
 from .sections import (
     MAX_SEED,
     ClusterConfig,
+    LimitsConfig,
     LiveConfig,
     LLMGroup,
     OverheadConfig,
@@ -60,6 +61,8 @@ class ExperimentConfig(_Strict):
     overhead: OverheadConfig = OverheadConfig()
     placement: PlacementConfig = PlacementConfig()
     live: LiveConfig | None = None
+    # excluded from dumps: the resolved config reproduces the results, which limits never change
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, exclude=True)
 
     @field_validator("name")
     @classmethod

@@ -544,6 +544,22 @@ class MeshConfig(_Strict):
         return self
 
 
+class LimitsConfig(_Strict):
+    """Size guards (:mod:`muxsim.experiment.guards`): a run whose estimate, made from the config
+    before anything is drawn, exceeds one of them is refused with one line. They guard the run
+    and change no result, so the resolved config leaves them out.
+
+    ``max_requests``: simulated requests over all cells and strategies (default 20 million,
+    about 14 GiB at 700 B each); ``max_events``: an upper bound on simulator jobs (default 2e9);
+    ``max_memory_gib``: estimated peak memory (null: 80 % of this machine's memory). Ranges:
+    [1, 1e12], [1, 1e15], (0, 1e6] GiB.
+    """
+
+    max_requests: int = Field(default=20_000_000, ge=1, le=10**12)
+    max_events: int = Field(default=2_000_000_000, ge=1, le=10**15)
+    max_memory_gib: float | None = Field(default=None, gt=0, le=1e6)
+
+
 class PlacementConfig(_Strict):
     """How the MuxServe placement is made.
 

@@ -136,7 +136,11 @@ def preflight(cfg: ExperimentConfig) -> None:
     Raises:
         muxsim.core.placement.PlacementError: an LLM fits on no mesh, spatial partitioning
             needs more GPUs than the cluster has, or the explicit placement is infeasible.
+        muxsim.experiment.guards.SizeError: the run is larger than ``cfg.limits`` allow.
     """
+    from .guards import check_size
+
+    check_size(cfg)
     c = cfg.cluster
     kinds = placement_kinds(cfg)
     for cell in cfg.cells():

@@ -85,6 +85,10 @@ def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] 
         placements[i][kind] = pl
     counts = [request_counts(cfg, p.get("muxserve")) for p in placements]
     workloads = [cell_workload(cfg, c, k, n) for (k, c), n in zip(chosen, counts)]
+    for (k, c), wl in zip(chosen, workloads):
+        if len(wl) == 0:
+            raise ValueError(f"cell {c.label}: its workload has no request (rates x workload.duration_s, "
+                             f"or the request counts, keep none); lengthen the workload or raise the rates")
     if simulated and "simulated" in placement_kinds(cfg):
         # the longest workloads first keeps the workers busy to the end
         order = sorted(range(len(chosen)), key=lambda i: -len(workloads[i]))
