@@ -288,7 +288,13 @@ def staged_folder(out_dir: str | os.PathLike, what: str = "--out") -> Iterator[P
     staging = out_dir.parent / f".{out_dir.name}{_STAGING}{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
+    made = []  # folders above the output this call creates: removed again if it fails
+    p = out_dir.parent
+    while not p.exists():
+        made.append(p)
+        p = p.parent
     staging.mkdir(parents=True)
+    ok = False
     try:
         yield staging
         _write_marker(staging)
@@ -300,6 +306,11 @@ def staged_folder(out_dir: str | os.PathLike, what: str = "--out") -> Iterator[P
         if old is not None:
             _keep_user_files(old, out_dir)
             shutil.rmtree(old, ignore_errors=True)
+        ok = True
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not ok:
+            for d in made:  # innermost first; only if still empty
+                with contextlib.suppress(OSError):
+                    d.rmdir()

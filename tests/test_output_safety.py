@@ -199,3 +199,17 @@ def test_validate_without_live_section_writes_nothing(work):
     res, _ = invoke(["validate", cfg], work / "run")
     assert res.exit_code == 2 and "no 'live' section" in res.stderr
     assert snapshot(work) == before and not (work / "run" / "results").exists()
+
+
+def test_a_failed_write_leaves_no_folder_it_created(work):
+    from muxsim.files import staged_folder
+
+    out = work / "a" / "b" / "out"
+    with pytest.raises(RuntimeError), staged_folder(out) as staging:
+        (staging / "summary.csv").write_text("half")
+        raise RuntimeError("the writer failed")
+    assert not (work / "a").exists()
+    with staged_folder(out) as staging:
+        (staging / "summary.csv").write_text("whole")
+    assert (out / "summary.csv").read_text() == "whole"
+    assert json.loads((out / MARKER).read_text())["files"] == ["summary.csv"]
