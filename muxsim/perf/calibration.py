@@ -37,8 +37,8 @@ import pandas as pd
 from muxsim.catalog import GPUS, get_gpu
 from muxsim.files import atomic_file
 from muxsim.perf.curves import FittedLatencyModel
-from muxsim.perf.fitting import fit_profile
-from muxsim.perf.profile import load_profile
+from muxsim.perf.fitting import check_fit, fit_profile
+from muxsim.perf.profile import load_profile, profile_model_names
 from muxsim.perf.table import calibration_to_profile, read_calibration
 
 if TYPE_CHECKING:
@@ -187,7 +187,8 @@ def load_calibration(path: str | Path) -> FittedLatencyModel:
 
     Raises:
         ValueError: one-line message naming the path when the file is missing, not JSON, of
-            another format, or holds malformed coefficients or an unknown GPU name.
+            another format, or holds malformed coefficients, an unknown GPU name or a model
+            not in the catalog (both list the allowed names).
     """
     p = Path(path)
     try:
@@ -203,6 +204,14 @@ def load_calibration(path: str | Path) -> FittedLatencyModel:
     for key in ("gpu", "coefficients"):
         if key not in doc:
             raise ValueError(f"{p}: missing key {key!r}")
+    coeffs = doc["coefficients"]
+    if isinstance(coeffs, dict):
+        # A curve under a name no catalog model has would never be used: a typo, not data.
+        allowed = profile_model_names()
+        unknown = sorted(str(m) for m in coeffs if str(m).strip().lower() not in allowed)
+        if unknown:
+            raise ValueError(f"{p}: coefficients for model(s) not in the catalog: "
+                             f"{', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
     try:
         get_gpu(str(doc["gpu"]))
         return FittedLatencyModel(str(doc["gpu"]).strip().lower(), doc["coefficients"],
@@ -234,15 +243,21 @@ def fit_and_save(profile_path: str | Path, out_path: str | Path,
         The fit report (see :func:`muxsim.perf.fitting.fit_profile`).
 
     Raises:
-        ValueError: bad profile or table (see :func:`muxsim.perf.profile.load_profile`,
+        ValueError: one line naming ``profile_path`` (nothing is written): a bad profile or
+            table (see :func:`muxsim.perf.profile.load_profile`,
             :func:`muxsim.perf.table.read_calibration`,
-            :func:`muxsim.perf.table.calibration_to_profile`), unknown GPU, or no GPU for
-            a table measured on a CUDA device.
+            :func:`muxsim.perf.table.calibration_to_profile`: unknown models, latencies out
+            of range, no rows or no measured point), an unknown GPU, no GPU for a table
+            measured on a CUDA device, a fit that failed for a (model, GPU count) (named), or
+            a fit that gave no coefficients at all (:func:`muxsim.perf.fitting.check_fit`:
+            "no (model, GPU count) had enough points").
     """
     path = Path(profile_path)
     if path.suffix.lower() == ".parquet":
         table = read_calibration(path)
-        df = calibration_to_profile(table)
+        if table.empty:
+            raise ValueError(f"{path}: no measurement points (the table has no rows)")
+        df = calibration_to_profile(table, origin=str(path))
         first = table.iloc[0]
         engine, device, threads = str(first.engine), str(first.device), int(first.threads)
         if gpu is None:
@@ -263,7 +278,9 @@ def fit_and_save(profile_path: str | Path, out_path: str | Path,
         if source_note is None:
             source_note = DEFAULT_SOURCE_NOTE
         tail = {}
-    coeffs, report = fit_profile(df, gpu=gpu)
+    coeffs, report = fit_profile(df, gpu=gpu, origin=str(path))
+    # Refused before anything is written: empty or non-finite coefficients are no model.
+    check_fit(coeffs, report, origin=str(path))
     extra = {"profile_file": path.name,
              "profile_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **tail}
     save_calibration(coeffs, report, out_path, source_note, extra=extra)

@@ -16,6 +16,11 @@ free parameter. With fewer (but at least 2 per parameter of the reduced form) it
 SM efficiencies free and fixes the knee out of the way (``N = 1e8`` tokens, ``p = 2``); decode
 keeps ``O``, ``c``, ``k``, ``beta`` and the SM efficiencies free, with ``alpha = 0`` (attention
 ``beta C``; ``k2`` then has no effect). With fewer points still the (model, #GPUs) gets no curve.
+
+A fit that fails (the optimiser gives up, or its coefficients are not a valid curve: NaN, inf,
+a non-positive scale) is refused by :func:`fit_profile`, naming the model and GPU count; a fit
+that gives no curve at all is refused by :func:`check_fit`, which
+:func:`muxsim.perf.calibration.fit_and_save` calls before it writes anything.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from muxsim.catalog import MODELS
 from muxsim.perf.blas import one_blas_thread
 from muxsim.perf.curves import FittedCurve
 
-__all__ = ["REPORT_COLUMNS", "fit_profile"]
+__all__ = ["REPORT_COLUMNS", "check_fit", "fit_profile", "min_points"]
 
 # Fewer points than this multiple of the parameter count and a phase is not fitted with the
 # full form ...
@@ -204,7 +209,8 @@ REPORT_COLUMNS = ["model", "n_gpus", "phase", "n_points", "median_abs_rel_err",
                   "p90_abs_rel_err", "max_abs_rel_err"]
 
 
-def fit_profile(df: pd.DataFrame, gpu: str = "a100-80gb") -> tuple[dict, pd.DataFrame]:
+def fit_profile(df: pd.DataFrame, gpu: str = "a100-80gb",
+                origin: str = "profile frame") -> tuple[dict, pd.DataFrame]:
     """Fit the form of :mod:`muxsim.perf.curves` to every (model, n_gpus) of a profile frame.
 
     Args:
@@ -212,6 +218,7 @@ def fit_profile(df: pd.DataFrame, gpu: str = "a100-80gb") -> tuple[dict, pd.Data
             :func:`muxsim.perf.table.calibration_to_profile` (latencies in ms, NaN = not
             measured).
         gpu: catalog GPU name the profile was measured on.
+        origin: names the profile in messages (e.g. its file).
 
     Returns:
         ``(coefficients, report)``. ``coefficients`` = ``{"gpu": gpu, "curves": {model:
@@ -223,23 +230,76 @@ def fit_profile(df: pd.DataFrame, gpu: str = "a100-80gb") -> tuple[dict, pd.Data
         than 3 points per parameter of the full form gets the reduced form (``"fit_form":
         "reduced"`` in its coefficients, see the module docstring); a group where either
         phase has fewer than 2 points per parameter of the reduced form gets no coefficients
-        and keeps its report rows with NaN errors. A single SM share is allowed (curves then
-        independent of the SM share); shares are written as ints when whole numbers.
+        and keeps its report rows with NaN errors (:func:`check_fit` refuses a result with no
+        curve at all). A single SM share is allowed (curves then independent of the SM
+        share); shares are written as ints when whole numbers.
 
     Raises:
-        ValueError: if ``df`` lacks the profile columns or has no measured point.
+        ValueError: one line starting with ``origin``: ``df`` lacks the profile columns, has
+            no measured point, or holds a latency that is not finite and > 0; or the fit of a
+            (model, n_gpus) failed (the optimiser gave up, or its coefficients or predictions
+            are not finite or not a valid curve), naming the model and GPU count.
     """
     missing = [c for c in ("model", "n_gpus", "sm_pct", "batch", "seq", "prefill_ms",
                            "decode_ms") if c not in df.columns]
     if missing:
-        raise ValueError(f"profile frame lacks column(s) {', '.join(missing)}")
+        raise ValueError(f"{origin}: lacks column(s) {', '.join(missing)}")
     if df[["prefill_ms", "decode_ms"]].notna().sum().sum() == 0:
-        raise ValueError("profile frame has no measured point")
+        raise ValueError(f"{origin}: has no measured point")
+    for col in ("prefill_ms", "decode_ms"):
+        v = df[col].to_numpy(float)
+        v = v[~np.isnan(v)]
+        if not (np.isfinite(v).all() and (v > 0).all()):
+            raise ValueError(f"{origin}: column {col} must be finite and > 0 ms (NaN = not measured)")
     # Load scipy's BLAS before limiting threads, so that the limit reaches it.
     import scipy.optimize  # noqa: F401
 
-    with one_blas_thread():
-        return _fit_profile(df, gpu)
+    # A degenerate profile makes the optimiser overflow on its way; the outcome is checked
+    # below, and warnings would only add lines to the one-line error.
+    with one_blas_thread(), np.errstate(all="ignore"):
+        return _fit_profile(df, gpu, origin)
+
+
+def min_points(n_sm: int) -> dict[str, int]:
+    """Fewest measured points a phase needs to be fitted at all (the reduced form), per phase,
+    for a (model, #GPUs) measured at ``n_sm`` SM shares."""
+    return {"prefill": _MIN_POINTS_PER_PARAM_REDUCED * (_N_REDUCED_PREFILL + 2 * (n_sm - 1)),
+            "decode": _MIN_POINTS_PER_PARAM_REDUCED * (_N_REDUCED_DECODE + 3 * (n_sm - 1))}
+
+
+def check_fit(coeffs: dict, report: pd.DataFrame, origin: str = "profile") -> None:
+    """Refuse a result of :func:`fit_profile` that holds no curve, or a non-finite one.
+
+    Args:
+        coeffs, report: the result of :func:`fit_profile`.
+        origin: names the profile in the message (e.g. its file).
+
+    Raises:
+        ValueError: ``"<origin>: no (model, GPU count) had enough points to fit ..."`` listing
+            each group's measured points per phase and how many it needed, or a coefficient
+            that is not finite (naming the model, GPU count, phase and coefficient).
+    """
+    curves = coeffs.get("curves") if isinstance(coeffs, dict) else None
+    if not curves:
+        groups = report[report["model"] != "ALL"]
+        have: dict[tuple, dict[str, int]] = {}
+        for r in groups.itertuples(index=False):
+            have.setdefault((r.model, int(r.n_gpus)), {})[r.phase] = int(r.n_points)
+        detail = "; ".join(f"{m} on {g} GPU(s): {pts.get('prefill', 0)} prefill and "
+                           f"{pts.get('decode', 0)} decode points" for (m, g), pts in sorted(have.items()))
+        need = min_points(1)
+        raise ValueError(
+            f"{origin}: no (model, GPU count) had enough points to fit (at one SM share a phase "
+            f"needs at least {need['prefill']} prefill and {need['decode']} decode points, more "
+            f"with several shares); found {detail or 'none'}")
+    for model, by_gpus in curves.items():
+        for g, phases in by_gpus.items():
+            for phase, params in phases.items():
+                for key, v in params.items():
+                    vals = v if isinstance(v, list) else [v]
+                    if any(isinstance(x, float) and not math.isfinite(x) for x in vals):
+                        raise ValueError(f"{origin}: the fit of {model} on {g} GPU(s) gave a "
+                                         f"non-finite {phase} coefficient {key} = {v!r}")
 
 
 def _knot(s: Any) -> int | float:
@@ -258,7 +318,7 @@ def _form(n_points: int, n_full: int, n_reduced: int) -> str | None:
     return None
 
 
-def _fit_profile(df: pd.DataFrame, gpu: str) -> tuple[dict, pd.DataFrame]:
+def _fit_profile(df: pd.DataFrame, gpu: str, origin: str) -> tuple[dict, pd.DataFrame]:
     curves: dict[str, dict[str, dict]] = {}
     rows: list[tuple] = []
     errs: dict[str, list[np.ndarray]] = {"prefill": [], "decode": []}
@@ -273,33 +333,17 @@ def _fit_profile(df: pd.DataFrame, gpu: str) -> tuple[dict, pd.DataFrame]:
             rows.append((model, int(n_gpus), "prefill", len(pre), math.nan, math.nan, math.nan))
             rows.append((model, int(n_gpus), "decode", len(dec), math.nan, math.nan, math.nan))
             continue
-        kidx = {s: i for i, s in enumerate(knots)}
-        r = _attn_ratio(model)
-        pp = _fit_prefill(
-            (pre["batch"] * pre["seq"]).to_numpy(float), pre["batch"].to_numpy(float),
-            np.array([kidx[_knot(s)] for s in pre["sm_pct"]], dtype=int),
-            pre["prefill_ms"].to_numpy(float), nk, r, reduced=pre_form == "reduced")
-        dp = _fit_decode(
-            dec["batch"].to_numpy(float), (dec["batch"] * dec["seq"]).to_numpy(float),
-            np.array([kidx[_knot(s)] for s in dec["sm_pct"]], dtype=int),
-            dec["decode_ms"].to_numpy(float), nk, reduced=dec_form == "reduced")
-        pp = {k: _round(v) for k, v in pp.items()}
-        dp = {k: _round(v) for k, v in dp.items()}
-        pp["sm_knots"] = list(knots)
-        dp["sm_knots"] = list(knots)
-        # Marked only when reduced, so that full fits (the A100 file) keep their layout.
-        if pre_form == "reduced":
-            pp["fit_form"] = "reduced"
-        if dec_form == "reduced":
-            dp["fit_form"] = "reduced"
-        curve = FittedCurve(str(model), int(n_gpus), gpu, pp, dp)
+        try:
+            pp, dp, e_pre, e_dec = _fit_group(model, n_gpus, gpu, knots, pre, dec, pre_form,
+                                              dec_form)
+        except ValueError as exc:  # scipy giving up, or coefficients no curve accepts
+            msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"{origin}: the fit of {model} on {int(n_gpus)} GPU(s) failed "
+                             f"({msg})") from None
+        if not (np.isfinite(e_pre).all() and np.isfinite(e_dec).all()):
+            raise ValueError(f"{origin}: the fit of {model} on {int(n_gpus)} GPU(s) failed "
+                             f"(its predictions are not finite)")
         curves.setdefault(str(model), {})[str(int(n_gpus))] = {"prefill": pp, "decode": dp}
-        e_pre = np.array([
-            abs(curve.prefill_s(b * s, b, sm) * 1e3 / y - 1.0)
-            for b, s, sm, y in zip(pre["batch"], pre["seq"], pre["sm_pct"], pre["prefill_ms"])])
-        e_dec = np.array([
-            abs(curve.decode_s(b, b * s, sm) * 1e3 / y - 1.0)
-            for b, s, sm, y in zip(dec["batch"], dec["seq"], dec["sm_pct"], dec["decode_ms"])])
         errs["prefill"].append(e_pre)
         errs["decode"].append(e_dec)
         rows.append((model, int(n_gpus), "prefill", *_err_stats(e_pre)))
@@ -312,3 +356,40 @@ def _fit_profile(df: pd.DataFrame, gpu: str) -> tuple[dict, pd.DataFrame]:
     report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     report["n_gpus"] = report["n_gpus"].astype("Int64")
     return {"gpu": gpu, "curves": curves}, report
+
+
+def _fit_group(model, n_gpus, gpu, knots, pre, dec, pre_form, dec_form):
+    """Fit one (model, n_gpus): its rounded prefill and decode coefficients and the absolute
+    relative errors of their curve on the measured points of each phase.
+
+    Raises:
+        ValueError: the optimiser gave up, or the coefficients are not a valid curve.
+    """
+    nk = len(knots)
+    kidx = {s: i for i, s in enumerate(knots)}
+    r = _attn_ratio(model)
+    pp = _fit_prefill(
+        (pre["batch"] * pre["seq"]).to_numpy(float), pre["batch"].to_numpy(float),
+        np.array([kidx[_knot(s)] for s in pre["sm_pct"]], dtype=int),
+        pre["prefill_ms"].to_numpy(float), nk, r, reduced=pre_form == "reduced")
+    dp = _fit_decode(
+        dec["batch"].to_numpy(float), (dec["batch"] * dec["seq"]).to_numpy(float),
+        np.array([kidx[_knot(s)] for s in dec["sm_pct"]], dtype=int),
+        dec["decode_ms"].to_numpy(float), nk, reduced=dec_form == "reduced")
+    pp = {k: _round(v) for k, v in pp.items()}
+    dp = {k: _round(v) for k, v in dp.items()}
+    pp["sm_knots"] = list(knots)
+    dp["sm_knots"] = list(knots)
+    # Marked only when reduced, so that full fits (the A100 file) keep their layout.
+    if pre_form == "reduced":
+        pp["fit_form"] = "reduced"
+    if dec_form == "reduced":
+        dp["fit_form"] = "reduced"
+    curve = FittedCurve(str(model), int(n_gpus), gpu, pp, dp)
+    e_pre = np.array([
+        abs(curve.prefill_s(b * s, b, sm) * 1e3 / y - 1.0)
+        for b, s, sm, y in zip(pre["batch"], pre["seq"], pre["sm_pct"], pre["prefill_ms"])])
+    e_dec = np.array([
+        abs(curve.decode_s(b, b * s, sm) * 1e3 / y - 1.0)
+        for b, s, sm, y in zip(dec["batch"], dec["seq"], dec["sm_pct"], dec["decode_ms"])])
+    return pp, dp, e_pre, e_dec

@@ -27,16 +27,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from muxsim.catalog import GPUSpec, ModelSpec
+from muxsim.catalog import MODELS, GPUSpec, ModelSpec
 from muxsim.files import atomic_file
 from muxsim.perf.base import LatencyCurve
 
 __all__ = [
     "DEFAULT_DISPATCH_S",
+    "JOB_COLUMNS",
+    "JOB_KINDS",
+    "MAX_JOB_S",
+    "MAX_OVERHEAD_S",
     "REFERENCE_PER_SEQ_S",
     "JobOverhead",
     "OverheadCurve",
     "OverheadLatency",
+    "check_jobs",
     "dispatch_gaps",
     "fit_overhead",
     "load_overhead",
@@ -146,8 +151,66 @@ def dispatch_gaps(jobs: pd.DataFrame, back_to_back_s: float = 0.005) -> np.ndarr
     return np.concatenate(gaps) if gaps else np.empty(0)
 
 
+#: Columns of a job table :func:`fit_overhead` reads.
+JOB_COLUMNS = ("llm", "model", "kind", "n_seqs", "submitted_s", "ended_s", "measured_s", "predicted_s")
+#: Job kinds of a job table.
+JOB_KINDS = ("prefill", "decode")
+#: Largest dispatch gap or per-sequence cost an overhead file may hold, s: far beyond any
+#: measured one (well under 1 ms); a larger figure is a corrupt file and would stall a run.
+MAX_OVERHEAD_S = 1.0
+#: Latest time and longest duration of a job table, s (about 31.7 years; the bound of a
+#: workload's arrival times, muxsim.workload.arrivals.MAX_ARRIVAL_S).
+MAX_JOB_S = 1e9
+
+
+def check_jobs(jobs: pd.DataFrame, origin: str = "job table") -> None:
+    """Check a live run's job table before a fit (:func:`fit_overhead` calls it).
+
+    Raises:
+        ValueError: one line starting with ``origin``: a missing column; no rows; a missing
+            or empty ``llm``, ``model`` or ``kind``; a kind other than prefill/decode or a
+            model not in the catalog (both list the allowed values); a non-numeric column;
+            NaN or inf in a numeric column (naming it); ``n_seqs`` not an integer >= 1; a
+            time or duration outside ``[0, MAX_JOB_S]`` s (1e9 s).
+    """
+    missing = [c for c in JOB_COLUMNS if c not in jobs.columns]
+    if missing:
+        raise ValueError(f"{origin}: lacks column(s) {missing}; it needs {list(JOB_COLUMNS)} "
+                         "(a muxsim validate jobs.parquet)")
+    if jobs.empty:
+        raise ValueError(f"{origin}: no jobs (the table has no rows)")
+    for col in ("llm", "model", "kind"):
+        s = jobs[col]
+        if s.isna().any() or not all(isinstance(v, str) and v.strip() for v in s):
+            raise ValueError(f"{origin}: column {col!r} must hold non-empty strings with no "
+                             "missing values")
+    bad = sorted(set(jobs["kind"]) - set(JOB_KINDS))
+    if bad:
+        raise ValueError(f"{origin}: column 'kind' holds {', '.join(map(repr, bad))}; allowed: "
+                         f"{', '.join(JOB_KINDS)}")
+    bad = sorted(set(jobs["model"]) - set(MODELS))
+    if bad:
+        raise ValueError(f"{origin}: column 'model' holds model(s) not in the catalog: "
+                         f"{', '.join(map(repr, bad))}; allowed: {', '.join(MODELS)}")
+    for col in JOB_COLUMNS[3:]:
+        s = jobs[col]
+        if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+            raise ValueError(f"{origin}: column {col!r} must be numeric, got {s.dtype}")
+        v = s.to_numpy(dtype=float, na_value=np.nan)
+        if not np.isfinite(v).all():
+            raise ValueError(f"{origin}: column {col!r} holds NaN or inf; every value must be "
+                             "a finite number")
+        if col == "n_seqs":
+            if not (v == np.round(v)).all() or (v < 1).any():
+                raise ValueError(f"{origin}: column 'n_seqs' must hold integers >= 1 "
+                                 "(sequences per job)")
+        elif (v < 0).any() or (v > MAX_JOB_S).any():
+            raise ValueError(f"{origin}: column {col!r} must lie in [0, {MAX_JOB_S:g}] s "
+                             "(MAX_JOB_S)")
+
+
 def fit_overhead(jobs: pd.DataFrame, back_to_back_s: float = 0.005, max_points: int = 4000,
-                 seed: int = 0) -> tuple[JobOverhead, pd.DataFrame]:
+                 seed: int = 0, origin: str = "job table") -> tuple[JobOverhead, pd.DataFrame]:
     """Fit the job-overhead model to a live run's jobs.
 
     The dispatch gap is the median of :func:`dispatch_gaps`. The per-sequence cost of each model
@@ -161,6 +224,7 @@ def fit_overhead(jobs: pd.DataFrame, back_to_back_s: float = 0.005, max_points: 
             (s); ``cell``/``strategy`` columns, when present, keep runs apart for the gaps.
         back_to_back_s: see :func:`dispatch_gaps`.
         max_points: decode jobs per model the slope uses at most (a seeded subsample).
+        origin: names the table in messages (e.g. its file).
 
     Returns:
         (the fitted :class:`JobOverhead`, a report with one row per model: ``model``,
@@ -169,14 +233,13 @@ def fit_overhead(jobs: pd.DataFrame, back_to_back_s: float = 0.005, max_points: 
         ``dispatch_ms``).
 
     Raises:
-        ValueError: a required column is missing, or there are no decode jobs.
+        ValueError: one line starting with ``origin``: a bad table (:func:`check_jobs`), no
+            decode jobs, or no model whose decode jobs have more than one batch size (no
+            per-sequence cost can be fitted: every model would get 0).
     """
     from scipy.stats import theilslopes
 
-    need = ["llm", "model", "kind", "n_seqs", "submitted_s", "ended_s", "measured_s", "predicted_s"]
-    missing = [c for c in need if c not in jobs.columns]
-    if missing:
-        raise ValueError(f"job table lacks column(s) {missing}; it needs {need} (a muxsim validate jobs.parquet)")
+    check_jobs(jobs, origin)
     runs = [c for c in ("cell", "strategy") if c in jobs.columns]
     gaps = np.concatenate([dispatch_gaps(g, back_to_back_s) for _, g in jobs.groupby(runs, sort=True)]) \
         if runs else dispatch_gaps(jobs, back_to_back_s)
@@ -186,7 +249,7 @@ def fit_overhead(jobs: pd.DataFrame, back_to_back_s: float = 0.005, max_points: 
     per_seq = {}
     dec = jobs[jobs["kind"] == "decode"]
     if dec.empty:
-        raise ValueError("the job table holds no decode job to fit the per-sequence cost to")
+        raise ValueError(f"{origin}: holds no decode job to fit the per-sequence cost to")
     for model, g in dec.groupby("model", sort=True):
         if len(g) > max_points:
             g = g.iloc[np.sort(rng.choice(len(g), max_points, replace=False))]
@@ -200,6 +263,9 @@ def fit_overhead(jobs: pd.DataFrame, back_to_back_s: float = 0.005, max_points: 
         rows.append({"model": model, "decode_jobs": len(g), "per_seq_ms": slope * 1e3,
                      "per_seq_ms_lo": lo * 1e3, "per_seq_ms_hi": hi * 1e3,
                      "residual_ms_median": float(np.median(y)) * 1e3})
+    if not any(math.isfinite(r["per_seq_ms"]) for r in rows):
+        raise ValueError(f"{origin}: no model's decode jobs have more than one batch size "
+                         "(n_seqs), so no per-sequence cost can be fitted")
     rows.append({"model": "dispatch", "n_gaps": len(gaps), "dispatch_ms": dispatch * 1e3})
     fitted = JobOverhead(dispatch, per_seq, source=f"fitted by muxsim calibrate overhead to {len(jobs)} live jobs")
     return fitted, pd.DataFrame(rows)
@@ -222,7 +288,9 @@ def load_overhead(path: str | Path) -> JobOverhead:
     """Read a JSON written by :func:`save_overhead`.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: malformed or negative figures.
+        FileNotFoundError: no such file. ValueError: malformed, negative, non-finite or too
+            large (> :data:`MAX_OVERHEAD_S`) figures, or per-sequence costs of models not in
+            the catalog (lists the allowed).
     """
     path = Path(path)
     if not path.is_file():
@@ -240,4 +308,13 @@ def load_overhead(path: str | Path) -> JobOverhead:
     vals = [dispatch] + (list(per_seq.values()) if isinstance(per_seq, dict) else [per_seq] if per_seq is not None else [])
     if any(not (math.isfinite(v) and v >= 0) for v in vals):
         raise ValueError(f"{path}: overhead figures must be finite and >= 0 s")
+    if any(v > MAX_OVERHEAD_S for v in vals):
+        raise ValueError(f"{path}: overhead figures must be at most {MAX_OVERHEAD_S:g} s per job "
+                         f"or sequence (MAX_OVERHEAD_S; measured ones are well under 1 ms)")
+    if isinstance(per_seq, dict):
+        # A cost under a name no catalog model has would never be applied: a typo, not data.
+        unknown = sorted(set(per_seq) - set(MODELS))
+        if unknown:
+            raise ValueError(f"{path}: decode_per_seq_s names model(s) not in the catalog: "
+                             f"{', '.join(map(repr, unknown))}; allowed: {', '.join(MODELS)}")
     return JobOverhead(dispatch, per_seq, source=str(doc.get("source", path)))

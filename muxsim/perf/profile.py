@@ -8,6 +8,13 @@ string of an integer except the model name, and ``-1`` means "not measured".
 Prefill latency is for one job over ``batch`` prompts of ``seq`` tokens each (``batch x seq``
 prompt tokens); decoding latency is one iteration for ``batch`` requests whose KV caches hold
 ``batch x seq`` tokens in all (../shared/docs/muxserve.md §7).
+
+What :func:`load_profile` refuses, with one line naming the file and the key path: a model not
+in :data:`muxsim.catalog.MODELS` (by profile name or catalog name; the message lists them), an
+integer key that is not in ``[1, MAX_KEY]`` (2**53), an SM share above 100, a latency that is
+not -1 nor within ``[MIN_LATENCY_MS, MAX_LATENCY_MS]`` = ``[1e-3, 1e9]`` ms (a microsecond to
+about 11.6 days: beyond either, the file is not in ms or is corrupt), and a profile with no
+measured point.
 """
 
 from __future__ import annotations
@@ -18,13 +25,30 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["PROFILE_COLUMNS", "load_profile", "parse_profile"]
+from muxsim.catalog import MODELS
+
+__all__ = ["MAX_KEY", "MAX_LATENCY_MS", "MIN_LATENCY_MS", "PROFILE_COLUMNS", "load_profile",
+           "parse_profile", "profile_model_names"]
 
 #: Columns of the frame returned by :func:`load_profile`, in order.
 PROFILE_COLUMNS = ["model", "n_gpus", "sm_pct", "batch", "seq", "prefill_ms", "decode_ms"]
 
 #: Leaf keys of the format, mapped to our column names.
 _LEAF_KEYS = {"prefill": "prefill_ms", "decoding": "decode_ms"}
+
+#: Largest integer key (#GPUs, batch, seq): integers above 2**53 are not exact in float64.
+MAX_KEY = 2**53
+
+#: Accepted latencies, ms: a microsecond to about 11.6 days.
+MIN_LATENCY_MS = 1e-3
+MAX_LATENCY_MS = 1e9
+
+
+def profile_model_names() -> list[str]:
+    """Model names a profile or calibration may hold: every catalog model's profile name and
+    catalog name (lower case), sorted."""
+    return sorted({m.name for m in MODELS.values()}
+                  | {m.profile_name for m in MODELS.values() if m.profile_name})
 
 
 def _int_key(key: object, what: str, where: str) -> int:
@@ -34,6 +58,8 @@ def _int_key(key: object, what: str, where: str) -> int:
         raise ValueError(f"{where}: {what} key {key!r} is not an integer") from None
     if value <= 0:
         raise ValueError(f"{where}: {what} key {key!r} must be positive")
+    if value > MAX_KEY:
+        raise ValueError(f"{where}: {what} key {key!r} is too large (at most 2**53)")
     return value
 
 
@@ -55,6 +81,9 @@ def _latency(value: object, where: str) -> float:
         return math.nan
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{where}: latency {value!r} must be positive ms or -1 (not measured)")
+    if not MIN_LATENCY_MS <= value <= MAX_LATENCY_MS:
+        raise ValueError(f"{where}: latency {value!r} ms is out of range; latencies must be -1 "
+                         f"(not measured) or in [{MIN_LATENCY_MS:g}, {MAX_LATENCY_MS:g}] ms")
     return float(value)
 
 
@@ -72,12 +101,17 @@ def parse_profile(data: object, origin: str = "<profile>") -> pd.DataFrame:
         milliseconds, NaN where the profile says -1. Sorted by the key columns.
 
     Raises:
-        ValueError: one-line message naming the offending key path when the nesting, a key,
-            or a value is malformed, or when no point is present.
+        ValueError: one-line message naming the offending key path when the nesting, a key
+            (a model not in the catalog: the message lists the allowed names), or a value is
+            malformed (see the module docstring), or when no point is present or measured.
     """
     rows: list[tuple] = []
+    allowed = profile_model_names()
     for model, by_gpus in _mapping(data, "model", origin).items():
         w_m = f"{origin}[{model!r}]"
+        if str(model).strip().lower() not in allowed:
+            raise ValueError(f"{w_m}: model {model!r} is not in the catalog; allowed: "
+                             f"{', '.join(allowed)}")
         for g_key, by_sm in _mapping(by_gpus, "#GPUs", w_m).items():
             w_g = f"{w_m}[{g_key!r}]"
             n_gpus = _int_key(g_key, "#GPUs", w_m)
@@ -109,6 +143,9 @@ def parse_profile(data: object, origin: str = "<profile>") -> pd.DataFrame:
                         )
     if not rows:
         raise ValueError(f"{origin}: profile holds no measurement points")
+    if all(math.isnan(r[5]) and math.isnan(r[6]) for r in rows):
+        raise ValueError(f"{origin}: profile holds no measured point (every latency is -1, "
+                         f"not measured)")
     df = pd.DataFrame(rows, columns=PROFILE_COLUMNS)
     df = df.astype(
         {"n_gpus": "int64", "sm_pct": "int64", "batch": "int64", "seq": "int64",
@@ -128,8 +165,10 @@ def load_profile(path: str | Path) -> pd.DataFrame:
         See :func:`parse_profile` (latencies in ms, NaN = not measured).
 
     Raises:
-        ValueError: the file is missing or unreadable, is not valid JSON, or is not in the
-            expected nesting; the one-line message names the path and key.
+        ValueError: the file is missing or unreadable, is not valid JSON, is not in the
+            expected nesting, or breaks a rule of the module docstring (a model not in the
+            catalog, a key or latency out of range, no measured point); the one-line message
+            names the path and key.
     """
     p = Path(path)
     try:

@@ -30,7 +30,9 @@ Schema (one row per point and phase; sorted by the first nine columns)::
     muxsim_version  string   muxsim version that measured the point
 
 A point is identified by (engine, device, threads, model, n_gpus, sm_pct, batch, seq); every
-point has exactly one prefill and one decode row.
+point has exactly one prefill and one decode row. Durations lie in ``[MIN_LATENCY_MS,
+MAX_LATENCY_MS]`` = ``[1e-3, 1e9]`` ms (:mod:`muxsim.perf.profile`); a model must be in
+:data:`muxsim.catalog.MODELS`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from muxsim.catalog import get_model
-from muxsim.perf.profile import PROFILE_COLUMNS
+from muxsim.perf.profile import MAX_LATENCY_MS, MIN_LATENCY_MS, PROFILE_COLUMNS
 
 __all__ = [
     "CALIBRATION_COLUMNS",
@@ -50,10 +52,10 @@ __all__ = [
     "PROFILE_STATS",
     "ROW_KEY_COLUMNS",
     "calibration_to_profile",
+    "check_calibration_table",
     "point_label",
     "read_calibration",
     "typed_calibration",
-    "check_calibration_table",
 ]
 
 #: Columns identifying one measured point (both phases).
@@ -100,7 +102,8 @@ def check_calibration_table(df: pd.DataFrame, origin: str = "<calibration>") -> 
     Raises:
         ValueError: one line naming ``origin`` and the problem: missing or unexpected
             columns, a column of the wrong type, a null, an unknown phase, a duplicate row, a
-            point without both phases, or a non-positive / non-finite count or duration.
+            point without both phases, a non-positive / non-finite count or duration, or a
+            duration outside ``[MIN_LATENCY_MS, MAX_LATENCY_MS]``.
     """
     missing = [c for c in CALIBRATION_COLUMNS if c not in df.columns]
     if missing:
@@ -127,6 +130,10 @@ def check_calibration_table(df: pd.DataFrame, origin: str = "<calibration>") -> 
         v = df[c].to_numpy(float)
         if not (np.isfinite(v).all() and (v > 0).all()):
             raise ValueError(f"{origin}: column {c} must be finite and > 0")
+        if c != "sm_pct" and not ((v >= MIN_LATENCY_MS) & (v <= MAX_LATENCY_MS)).all():
+            bad = v[(v < MIN_LATENCY_MS) | (v > MAX_LATENCY_MS)][0]
+            raise ValueError(f"{origin}: column {c} holds {bad:g} ms; durations must lie in "
+                             f"[{MIN_LATENCY_MS:g}, {MAX_LATENCY_MS:g}] ms")
     if (df["sm_pct"] > 100).any():
         raise ValueError(f"{origin}: column sm_pct must be in (0, 100]")
     bad = sorted(set(df["phase"]) - set(PHASES))
@@ -185,7 +192,8 @@ def _label_row(r: pd.Series) -> str:
 PROFILE_STATS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms")
 
 
-def calibration_to_profile(df: pd.DataFrame, stat: str = "median_ms") -> pd.DataFrame:
+def calibration_to_profile(df: pd.DataFrame, stat: str = "median_ms",
+                           origin: str = "calibration table") -> pd.DataFrame:
     """Turn a calibration table into the frame :func:`muxsim.perf.profile.load_profile`
     returns, ready for :func:`muxsim.perf.fitting.fit_profile`.
 
@@ -195,6 +203,7 @@ def calibration_to_profile(df: pd.DataFrame, stat: str = "median_ms") -> pd.Data
         stat: the column taken as each point's latency, one of :data:`PROFILE_STATS`; the
             median by default (a low quantile repeats better between runs on a busy machine,
             but predicts the typical job too fast).
+        origin: names the table in messages (e.g. its file).
 
     Returns:
         Columns :data:`muxsim.perf.profile.PROFILE_COLUMNS`: ``model`` (the catalog model's
@@ -205,17 +214,18 @@ def calibration_to_profile(df: pd.DataFrame, stat: str = "median_ms") -> pd.Data
 
     Raises:
         ValueError: the table breaks the schema, is empty, mixes several (engine, device,
-            threads), names a model missing from the catalog, or ``stat`` is unknown.
+            threads), names a model missing from the catalog (the message lists the allowed
+            names), or ``stat`` is unknown; messages start with ``origin``.
     """
     if stat not in PROFILE_STATS:
         raise ValueError(f"stat: unknown statistic {stat!r}; allowed: {', '.join(PROFILE_STATS)}")
     # Columns a caller added (e.g. a spread) are ignored here; only files must be exact.
-    df = check_calibration_table(df[[c for c in df.columns if c in CALIBRATION_COLUMNS]])
+    df = check_calibration_table(df[[c for c in df.columns if c in CALIBRATION_COLUMNS]], origin)
     if df.empty:
-        raise ValueError("calibration table holds no measurement points")
+        raise ValueError(f"{origin}: no measurement points (the table has no rows)")
     setups = sorted(set(df[["engine", "device", "threads"]].itertuples(index=False, name=None)))
     if len(setups) > 1:
-        raise ValueError("calibration table mixes several (engine, device, threads): "
+        raise ValueError(f"{origin}: mixes several (engine, device, threads): "
                          + ", ".join(f"{e}/{d}/{t}" for e, d, t in setups)
                          + "; select one before fitting")
     wide = df.pivot(index=["model", "n_gpus", "sm_pct", "batch", "seq"], columns="phase",
@@ -225,7 +235,7 @@ def calibration_to_profile(df: pd.DataFrame, stat: str = "median_ms") -> pd.Data
         try:
             spec = get_model(m)
         except ValueError as exc:
-            raise ValueError(f"calibration table: {exc}") from None
+            raise ValueError(f"{origin}: {exc}") from None
         names[m] = spec.profile_name or spec.name
     wide["model"] = wide["model"].map(names)
     prof = wide.rename(columns={"prefill": "prefill_ms", "decode": "decode_ms"})

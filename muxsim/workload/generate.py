@@ -1,4 +1,12 @@
-"""Build, save and load multi-LLM request workloads (one row per request)."""
+"""Build, save and load multi-LLM request workloads (one row per request).
+
+A workload read or saved here holds arrival times in ``[0, MAX_ARRIVAL_S]`` = ``[0, 1e9]`` s
+(:data:`muxsim.workload.arrivals.MAX_ARRIVAL_S`, about 31.7 years) and token counts in
+``[1, MAX_TOKENS]`` = ``[1, 2**53]`` (:data:`muxsim.workload.formats.common.MAX_TOKENS`);
+anything else is refused with one line naming the file (or frame) and the column. A replay
+(``muxsim trace``, ``workload.file``) reads a file with ``load_workload(path,
+allow_empty=False)``, which also refuses a file with no rows.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +21,16 @@ import pyarrow.parquet as pq
 
 from muxsim.files import atomic_file
 
-from .arrivals import arrival_times
+from .arrivals import MAX_ARRIVAL_S, arrival_times
+from .formats.common import MAX_TOKENS
 from .lengths import LengthSampler
 
 __all__ = [
     "WORKLOAD_COLUMNS",
+    "checked_workload",
     "generate_workload",
     "load_workload",
     "save_workload",
-    "checked_workload",
 ]
 
 #: Column -> kind of the workload table: "int" is stored as int64, "float" as float64,
@@ -164,9 +173,10 @@ def checked_workload(df: pd.DataFrame, what: str) -> pd.DataFrame:
         ``llm`` str; other columns kept.
 
     Raises:
-        ValueError: a missing column, a column of the wrong kind (or ``llm`` with missing
-            values), duplicate ``request_id`` values, ``arrival_s`` not finite, >= 0 s and
-            ascending, or a token count below 1.
+        ValueError: a missing column, a column of the wrong kind or with missing values (or
+            ``llm`` with empty names), an integer beyond int64, duplicate ``request_id``
+            values, ``arrival_s`` not finite, in ``[0, MAX_ARRIVAL_S]`` s and ascending, or a
+            token count outside ``[1, MAX_TOKENS]``.
     """
     missing = [c for c in WORKLOAD_COLUMNS if c not in df.columns]
     if missing:
@@ -177,6 +187,12 @@ def checked_workload(df: pd.DataFrame, what: str) -> pd.DataFrame:
         if kind == "int":
             if not pd.api.types.is_integer_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
                 raise ValueError(f"{what}: column {col!r} must be integer (int64), got {s.dtype}")
+            # A nullable Int64 column can hold <NA>, which no int64 holds.
+            if s.isna().any():
+                raise ValueError(f"{what}: column {col!r} has missing values")
+            # uint64 above the int64 range would wrap around to negative numbers in astype.
+            if len(s) and int(s.max()) > np.iinfo(np.int64).max:
+                raise ValueError(f"{what}: column {col!r} holds {int(s.max())}, beyond int64")
             out[col] = s.astype(np.int64)
         elif kind == "float":
             if not (pd.api.types.is_float_dtype(s.dtype) or pd.api.types.is_integer_dtype(s.dtype)):
@@ -192,6 +208,8 @@ def checked_workload(df: pd.DataFrame, what: str) -> pd.DataFrame:
                     f"{what}: column {col!r} must hold strings with no missing values, "
                     f"got dtype {s.dtype}"
                 )
+            if (s.astype(str).str.strip() == "").any():
+                raise ValueError(f"{what}: column {col!r} holds an empty LLM name")
             # Same dtype as generate_workload gives (object on pandas 2, str on pandas 3).
             out[col] = s.astype(str)
     if out["request_id"].duplicated().any():
@@ -199,11 +217,18 @@ def checked_workload(df: pd.DataFrame, what: str) -> pd.DataFrame:
     t = out["arrival_s"].to_numpy()
     if not np.all(np.isfinite(t)) or (len(t) and t.min() < 0):
         raise ValueError(f"{what}: column 'arrival_s' must be finite and >= 0 s")
+    if len(t) and t.max() > MAX_ARRIVAL_S:
+        i = int(np.argmax(t > MAX_ARRIVAL_S))
+        raise ValueError(f"{what}: column 'arrival_s' holds {t[i]:g} s (row {i}); arrival times "
+                         f"must lie in [0, {MAX_ARRIVAL_S:g}] s (MAX_ARRIVAL_S, about 31.7 years)")
     if np.any(np.diff(t) < 0):
         raise ValueError(f"{what}: column 'arrival_s' must be sorted ascending")
     for col in ("prompt_tokens", "output_tokens"):
         if len(out) and out[col].min() < 1:
             raise ValueError(f"{what}: column {col!r} must be >= 1 token")
+        if len(out) and out[col].max() > MAX_TOKENS:
+            raise ValueError(f"{what}: column {col!r} holds {int(out[col].max())} tokens; token "
+                             f"counts must lie in [1, {MAX_TOKENS}] (MAX_TOKENS, 2**53)")
     return out
 
 
@@ -225,7 +250,8 @@ def save_workload(df: pd.DataFrame, path: str | Path) -> Path:
 
     Raises:
         ValueError: ``df`` does not match the schema (names the column), has duplicate
-            request ids, negative/unsorted arrivals or lengths < 1 token.
+            request ids, arrivals not finite, outside ``[0, MAX_ARRIVAL_S]`` s or unsorted, or
+            lengths outside ``[1, MAX_TOKENS]`` tokens (see :func:`checked_workload`).
     """
     path = Path(path)
     out = checked_workload(df, "workload to save")
@@ -240,7 +266,7 @@ def save_workload(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def load_workload(path: str | Path) -> pd.DataFrame:
+def load_workload(path: str | Path, *, allow_empty: bool = True) -> pd.DataFrame:
     """Read a workload written by :func:`save_workload` (or any Parquet file with its schema).
 
     Integer columns of a narrower width and an integer ``arrival_s`` are widened to int64 /
@@ -248,6 +274,9 @@ def load_workload(path: str | Path) -> pd.DataFrame:
 
     Args:
         path: Parquet file.
+        allow_empty: whether a file with no rows is returned (as an empty frame, the round
+            trip of :func:`save_workload`); False refuses it, as a replay must: an empty
+            workload has no rates to place and nothing to serve.
 
     Returns:
         DataFrame with the columns of :func:`generate_workload` (plus any extra columns in
@@ -255,10 +284,22 @@ def load_workload(path: str | Path) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: a required column is missing or has the wrong type (names it), request
-            ids repeat, arrivals are negative/unsorted, or a length is < 1 token.
+        ValueError: not a readable Parquet file; no rows ("no requests") with
+            ``allow_empty=False``; a required column is missing, has the wrong type or missing
+            values (names it); request ids repeat; arrivals are not finite, outside
+            ``[0, MAX_ARRIVAL_S]`` s or unsorted; or a length is outside ``[1, MAX_TOKENS]``
+            tokens (see :func:`checked_workload`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"workload file not found: {path}")
-    return checked_workload(pd.read_parquet(path, engine="pyarrow"), str(path))
+    try:
+        df = pd.read_parquet(path, engine="pyarrow")
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: not a readable Parquet workload ({first})") from None
+    out = checked_workload(df, str(path))
+    # An empty workload replays nothing: every rate derived from it would be 0 / 0.
+    if out.empty and not allow_empty:
+        raise ValueError(f"{path}: no requests (the workload has no rows)")
+    return out

@@ -34,6 +34,10 @@ ends with):
 * Anything else that is not a valid request (negative or non-integer token counts, empty cells,
   malformed JSON, a missing column) raises :class:`TraceFormatError` naming the file and the
   line (CSV/JSONL, 1-based as in the file) or the record (JSON list, ``records[i]``, 0-based).
+* Bounds (:mod:`.common`): a raw timestamp is finite and within +-``MAX_TIMESTAMP_S`` (1e12 s),
+  a trace spans at most ``MAX_ARRIVAL_S`` (1e9 s, about 31.7 years), a token count is at most
+  ``MAX_TOKENS`` (2**53); a file with no rows, or none left after dropping zero-token rows, is
+  refused ("no requests").
 
 Adding a format: a module with its loader and ``SNIFF`` rules, and one line in :data:`FORMATS`.
 """
@@ -207,11 +211,14 @@ def load_trace(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        TraceFormatError: empty file or no rows ("no requests"); a missing column / key (the
-            message lists the expected ones and their accepted alternatives); an empty cell,
-            a negative or non-integer token count, a non-numeric time, malformed CSV or JSON
-            (the message names the line, or ``records[i]`` for a JSON list); ``"sharegpt"``
-            without a tokenizer; a format that cannot be detected.
+        TraceFormatError: empty file or no rows ("no requests", also when every row has 0
+            prompt or output tokens); a missing column / key (the message lists the expected
+            ones and their accepted alternatives); an empty cell, a negative, non-integer or
+            too large (> 2**53) token count, a non-numeric or non-finite time, a timestamp
+            beyond +-1e12 s or more than 1e9 s after the first request (``MAX_TIMESTAMP_S``,
+            ``MAX_ARRIVAL_S``), malformed CSV or JSON (the message names the line, or
+            ``records[i]`` for a JSON list); ``"sharegpt"`` without a tokenizer; a format
+            that cannot be detected.
         ValueError: unknown ``fmt`` or ``sharegpt_turns``; an empty ``llm``;
             ``infer_sessions`` with a format other than ``"lengths"``.
         ImportError / OSError: ``tokenizer`` is a name but transformers is missing or the

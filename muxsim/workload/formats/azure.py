@@ -41,7 +41,9 @@ def load_azure(p: Path, *, llm: str) -> pd.DataFrame:
         The workload frame of :func:`muxsim.workload.load_trace` (``arrival_s`` in s).
 
     Raises:
-        TraceFormatError: a missing column, no rows, an empty cell, a bad time or token count.
+        TraceFormatError: a missing column, no rows, an empty cell, a bad time (not finite,
+            beyond ``MAX_TIMESTAMP_S``, or a trace spanning more than ``MAX_ARRIVAL_S``) or
+            token count (:mod:`.common`).
     """
     t = CsvTrace(p)
     exp = expected_columns(ARRIVAL, PROMPT, OUTPUT)
@@ -51,4 +53,5 @@ def load_azure(p: Path, *, llm: str) -> pd.DataFrame:
     if len(t.df) == 0:
         raise TraceFormatError(f"{p}: no requests")
     arrival = t.floats(ta) if ta == "arrived_at" else t.times(ta)
-    return trace_frame(p, "azure", llm, arrival, t.ints(tp), t.ints(to))
+    return trace_frame(p, "azure", llm, arrival, t.ints(tp), t.ints(to),
+                       locate=lambda i: f"line {t.line_of(i)}")

@@ -43,7 +43,9 @@ def load_burstgpt(p: Path) -> pd.DataFrame:
         column.
 
     Raises:
-        TraceFormatError: a missing column, no rows, an empty cell, a bad time or token count.
+        TraceFormatError: a missing column, no rows, an empty cell, a bad time (not finite,
+            beyond ``MAX_TIMESTAMP_S``, or a trace spanning more than ``MAX_ARRIVAL_S``) or
+            token count (:mod:`.common`).
     """
     t = CsvTrace(p)
     exp = expected_columns(TIME, MODEL, PROMPT, OUTPUT)
@@ -53,4 +55,5 @@ def load_burstgpt(p: Path) -> pd.DataFrame:
     to = t.column("burstgpt", "output tokens", OUTPUT, exp)
     if len(t.df) == 0:
         raise TraceFormatError(f"{p}: no requests")
-    return trace_frame(p, "burstgpt", t.strings(tm), t.floats(tt), t.ints(tp), t.ints(to))
+    return trace_frame(p, "burstgpt", t.strings(tm), t.floats(tt), t.ints(tp), t.ints(to),
+                       locate=lambda i: f"line {t.line_of(i)}")

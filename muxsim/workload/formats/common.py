@@ -4,6 +4,12 @@ function that turns parsed columns into a workload frame.
 Every format module reads its file with these helpers, so the rules of
 :func:`muxsim.workload.load_trace` (stable arrival sort, re-zeroed times, zero-token rows
 dropped and counted, one-line errors naming the file and line or record) hold for all of them.
+
+Bounds every format keeps: a raw timestamp is finite with ``|t| <=`` :data:`MAX_TIMESTAMP_S`
+(1e12 s, about 31,700 years; Unix time is about 1.7e9 s), a trace spans at most
+:data:`MAX_ARRIVAL_S` (1e9 s, about 31.7 years: every re-zeroed ``arrival_s`` lies in
+``[0, 1e9]`` s), and a token count is an integer in ``[0, MAX_TOKENS]`` (2**53; rows with 0 are
+dropped, so a kept request has ``[1, MAX_TOKENS]``).
 """
 
 from __future__ import annotations
@@ -13,18 +19,23 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..arrivals import MAX_ARRIVAL_S
+
 __all__ = [
+    "MAX_ARRIVAL_S",
+    "MAX_TIMESTAMP_S",
     "MAX_TOKENS",
     "CsvTrace",
     "TraceFormatError",
     "check_file",
+    "check_timestamp",
     "expected_columns",
     "first_key",
     "json_int",
@@ -36,6 +47,10 @@ __all__ = [
 
 #: Largest accepted token count: integers above 2**53 are not exact in float64.
 MAX_TOKENS = 2**53
+
+#: Largest accepted magnitude of a raw timestamp, s (before re-zeroing): 1e12 s keeps the
+#: re-zeroed times exact to about 0.1 ms in float64 and still holds Unix times (~1.7e9 s).
+MAX_TIMESTAMP_S = 1e12
 
 
 class TraceFormatError(ValueError):
@@ -57,6 +72,23 @@ def check_file(path: str | os.PathLike) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"trace file not found: {p}")
     return p
+
+
+def _timestamp_range(unit: str = "s") -> str:
+    scale = 1000.0 if unit == "ms" else 1.0
+    return f"timestamps must be finite and within +-{MAX_TIMESTAMP_S * scale:g} {unit} (MAX_TIMESTAMP_S)"
+
+
+def check_timestamp(where: str, key: str, t_s: float, raw: Any, unit: str = "s") -> float:
+    """``t_s`` (the value of ``key`` in s; ``raw`` as the file holds it, in ``unit``) if its
+    magnitude is at most :data:`MAX_TIMESTAMP_S`.
+
+    Raises:
+        TraceFormatError: ``"<where>: '<key>' is out of range (<raw>); timestamps must be ..."``.
+    """
+    if not abs(t_s) <= MAX_TIMESTAMP_S:
+        raise TraceFormatError(f"{where}: {key!r} is out of range ({raw!r}); {_timestamp_range(unit)}")
+    return t_s
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,14 +219,23 @@ class CsvTrace:
         big = num > MAX_TOKENS
         if big.any():
             i = int(np.argmax(big))
-            raise self.fail(i, f"column {col!r} is too large ({s.iloc[i]!r})")
+            raise self.fail(i, f"column {col!r} is too large ({s.iloc[i]!r}); token counts must "
+                               f"be at most {MAX_TOKENS} (MAX_TOKENS, 2**53)")
         return num.astype(np.int64)
 
+    def _in_range(self, col: str, s: pd.Series, num: np.ndarray) -> np.ndarray:
+        big = np.abs(num) > MAX_TIMESTAMP_S
+        if big.any():
+            i = int(np.argmax(big))
+            raise self.fail(i, f"column {col!r} is out of range ({s.iloc[i]!r}); {_timestamp_range()}")
+        return num
+
     def floats(self, col: str) -> np.ndarray:
-        """Column as finite float64 numbers (seconds).
+        """Column as finite float64 numbers (seconds), each within +-:data:`MAX_TIMESTAMP_S`.
 
         Raises:
-            TraceFormatError: an empty cell or a value that is not a finite number.
+            TraceFormatError: an empty cell, a value that is not a finite number or one beyond
+                :data:`MAX_TIMESTAMP_S`.
         """
         s = self._nonempty(col)
         num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -202,19 +243,21 @@ class CsvTrace:
         if bad.any():
             i = int(np.argmax(bad))
             raise self.fail(i, f"column {col!r} is not a finite number of seconds ({s.iloc[i]!r})")
-        return num
+        return self._in_range(col, s, num)
 
     def times(self, col: str) -> np.ndarray:
-        """Column as float64 seconds: if every cell is a number, the numbers (s); otherwise
-        ISO-8601 datetimes, as seconds since the earliest (time zones converted to UTC).
+        """Column as float64 seconds: if every cell is a number, the numbers (s, each within
+        +-:data:`MAX_TIMESTAMP_S`); otherwise ISO-8601 datetimes, as seconds since the earliest
+        (time zones converted to UTC).
 
         Raises:
-            TraceFormatError: an empty cell, or a cell that is neither a number nor a datetime.
+            TraceFormatError: an empty cell, a cell that is neither a number nor a datetime, or
+                a number beyond :data:`MAX_TIMESTAMP_S`.
         """
         s = self._nonempty(col)
         num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isfinite(num).all():
-            return num
+            return self._in_range(col, s, num)
         try:
             ts = pd.to_datetime(s, format="ISO8601", errors="coerce")
         except (ValueError, TypeError) as e:
@@ -281,7 +324,8 @@ def json_tokens(where: str, key: str, v: Any) -> int:
     if n < 0:
         raise TraceFormatError(f"{where}: {key!r} is negative ({v!r})")
     if n > MAX_TOKENS:
-        raise TraceFormatError(f"{where}: {key!r} is too large ({v!r})")
+        raise TraceFormatError(f"{where}: {key!r} is too large ({v!r}); token counts must be at "
+                               f"most {MAX_TOKENS} (MAX_TOKENS, 2**53)")
     return n
 
 
@@ -326,6 +370,7 @@ def trace_frame(
     output: np.ndarray,
     extra: dict[str, Any] | None = None,
     attrs: dict[str, Any] | None = None,
+    locate: Callable[[int], str] | None = None,
 ) -> pd.DataFrame:
     """The workload frame of one parsed trace (the common rules of ``load_trace``).
 
@@ -338,6 +383,8 @@ def trace_frame(
         extra: more columns, ``name -> N values`` (an array, or a list of one Python object per
             row such as Mooncake's lists of hash ids), placed after ``output_tokens``.
         attrs: more ``attrs`` entries.
+        locate: where row ``i`` (0-based, file order) is in the file, for messages (e.g.
+            ``"line 7"`` or ``"records[6]"``).
 
     Returns:
         Rows with 0 prompt or 0 output tokens dropped (counted in ``attrs["dropped_rows"]``),
@@ -346,7 +393,8 @@ def trace_frame(
         ``output_tokens``, then ``extra`` (an object ``session_id`` becomes str).
 
     Raises:
-        TraceFormatError: no rows, or none left after dropping zero-token rows.
+        TraceFormatError: no rows, none left after dropping zero-token rows, or arrivals that
+            span more than :data:`MAX_ARRIVAL_S` (names the first row beyond it).
     """
     n = len(prompt)
     if n == 0:
@@ -368,7 +416,16 @@ def trace_frame(
         cols["llm"] = pd.Series(np.asarray(llm, dtype=object)[idx], dtype=str)
     if arrival is not None:
         t = np.asarray(arrival, dtype=np.float64)[idx]
-        cols["arrival_s"] = t - t[0]
+        rel = t - t[0]
+        late = rel > MAX_ARRIVAL_S
+        if late.any():
+            k = int(np.argmax(late))
+            loc = f" {locate(int(idx[k]))}" if locate is not None else ""
+            raise TraceFormatError(
+                f"{p}{loc}: arrival {rel[k]:.6g} s after the first request; a trace may span at "
+                f"most {MAX_ARRIVAL_S:g} s (MAX_ARRIVAL_S, about 31.7 years)"
+            )
+        cols["arrival_s"] = rel
     cols["prompt_tokens"] = np.asarray(prompt, dtype=np.int64)[idx]
     cols["output_tokens"] = np.asarray(output, dtype=np.int64)[idx]
     for name, values in (extra or {}).items():

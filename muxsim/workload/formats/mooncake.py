@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import TraceFormatError, json_int, json_num, json_tokens, trace_frame
+from .common import (
+    TraceFormatError,
+    check_timestamp,
+    json_int,
+    json_num,
+    json_tokens,
+    trace_frame,
+)
 from .sniff import json_keys_rule, json_record_rule
 
 __all__ = ["KEYS", "SNIFF", "load_mooncake"]
@@ -41,13 +48,16 @@ def load_mooncake(p: Path, *, llm: str) -> pd.DataFrame:
         ``hash_ids``.
 
     Raises:
-        TraceFormatError: a line that is not a JSON object, a missing key, a bad timestamp,
-            token count or ``hash_ids`` (naming the line), or no records.
+        TraceFormatError: a line that is not a JSON object, a missing key, a bad timestamp
+            (not finite, beyond ``MAX_TIMESTAMP_S``, or a trace spanning more than
+            ``MAX_ARRIVAL_S``; :mod:`.common`), token count or ``hash_ids`` (naming the line),
+            or no records.
     """
     ts: list[float] = []
     prompt: list[int] = []
     output: list[int] = []
     prefix: list[list[int]] = []
+    lines: list[int] = []
     any_hash = False
     with open(p, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, start=1):
@@ -71,7 +81,8 @@ def load_mooncake(p: Path, *, llm: str) -> pd.DataFrame:
                 raise TraceFormatError(
                     f"{where}: 'timestamp' is not a finite number of ms ({rec['timestamp']!r})"
                 )
-            ts.append(t / 1000.0)
+            ts.append(check_timestamp(where, "timestamp", t / 1000.0, rec["timestamp"], "ms"))
+            lines.append(lineno)
             prompt.append(json_tokens(where, "input_length", rec["input_length"]))
             output.append(json_tokens(where, "output_length", rec["output_length"]))
             h = rec.get("hash_ids", [])
@@ -87,5 +98,5 @@ def load_mooncake(p: Path, *, llm: str) -> pd.DataFrame:
     extra = {"prefix_ids": prefix} if any_hash else None
     return trace_frame(
         p, "mooncake", llm, np.asarray(ts, dtype=np.float64), np.asarray(prompt, dtype=np.int64),
-        np.asarray(output, dtype=np.int64), extra,
+        np.asarray(output, dtype=np.int64), extra, locate=lambda i: f"line {lines[i]}",
     )

@@ -19,6 +19,7 @@ import pandas as pd
 from .common import (
     TraceFormatError,
     check_file,
+    check_timestamp,
     expected_columns,
     first_key,
     json_int,
@@ -64,7 +65,9 @@ def load_muxserve_workload(p: Path, *, llm: str) -> pd.DataFrame:
 
     Raises:
         TraceFormatError: malformed JSON, not a list (or ``{"requests": [...]}``), or a record
-            (named ``records[i]``) that is not an object, lacks a key or has a bad value.
+            (named ``records[i]``) that is not an object, lacks a key or has a bad value (a
+            time not finite, beyond ``MAX_TIMESTAMP_S`` or more than ``MAX_ARRIVAL_S`` after
+            the first request; :mod:`.common`).
     """
     doc = read_json_document(p)
     if isinstance(doc, dict):
@@ -110,12 +113,13 @@ def load_muxserve_workload(p: Path, *, llm: str) -> pd.DataFrame:
             raise TraceFormatError(
                 f"{where}: {ka!r} is not a finite number of seconds ({rec[ka]!r})"
             )
-        ts.append(t)
+        ts.append(check_timestamp(where, ka, t, rec[ka]))
         prompt.append(json_tokens(where, kp, rec[kp]))
         output.append(json_tokens(where, ko, rec[ko]))
     return trace_frame(
         p, "muxserve-workload", np.asarray(names, dtype=object), np.asarray(ts, dtype=np.float64),
         np.asarray(prompt, dtype=np.int64), np.asarray(output, dtype=np.int64),
+        locate=lambda i: f"records[{i}]",
     )
 
 

@@ -138,11 +138,12 @@ def load_sharegpt(p: Path, *, llm: str, tokenizer: Any, sharegpt_turns: str) -> 
         ``attrs["skipped_conversations"]`` counts conversations without a human -> gpt pair.
 
     Raises:
-        TraceFormatError: no tokenizer, malformed JSON, not a list, a bad record or turn (named
-            ``records[i]`` / ``records[i].conversations[j]``), or no pair in any conversation.
+        TraceFormatError: malformed JSON, not a list, a bad record or turn (named
+            ``records[i]`` / ``records[i].conversations[j]``), no pair in any conversation
+            (these are checked before the tokenizer is loaded), no tokenizer, or no request
+            left after dropping those with 0 prompt or 0 output tokens.
         ImportError / OSError / TypeError: see :func:`token_counter`.
     """
-    count = token_counter(tokenizer, p)
     doc = read_json_document(p)
     if not isinstance(doc, list):
         raise TraceFormatError(
@@ -210,6 +211,9 @@ def load_sharegpt(p: Path, *, llm: str, tokenizer: Any, sharegpt_turns: str) -> 
         raise TraceFormatError(
             f"{p}: no requests (no human -> gpt turn pair in {len(doc)} conversations)"
         )
+    # The tokenizer is loaded only now: a malformed or empty file is refused without waiting
+    # for it (a transformers tokenizer takes seconds to load).
+    count = token_counter(tokenizer, p)
     counts = np.asarray(count(texts), dtype=np.int64)
     csum = np.concatenate([[0], np.cumsum(counts)])
     first = np.asarray(req_first, dtype=np.int64)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..arrivals import MAX_ARRIVAL_S
 from ..popularity import popularity_rates
 
 __all__ = [
@@ -65,7 +66,13 @@ def _check_weights(weights, n: int, what: str = "weights") -> np.ndarray:
         raise ValueError(f"{what} must have one entry per LLM ({n}), got {len(w) if w.ndim == 1 else w.shape}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f"{what} must be finite and >= 0, got {w.tolist()}")
-    total = w.sum()
+    with np.errstate(over="ignore"):
+        total = w.sum()
+    if not np.isfinite(total):
+        # Finite weights near the float64 maximum overflow in the sum: shares are relative,
+        # so scaling by the largest first gives the same shares without overflow.
+        w = w / w.max()
+        total = w.sum()
     if not total > 0:
         raise ValueError(f"{what} must have a positive sum, got {w.tolist()}")
     return w / total
@@ -151,7 +158,8 @@ def load_source(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unknown ``fmt`` (lists the allowed ones) or a malformed file (one line).
+        ValueError: unknown ``fmt`` (lists the allowed ones), a malformed file or one with no
+            requests (one line naming the file).
     """
     path = Path(path)
     if not path.exists():
@@ -159,7 +167,8 @@ def load_source(
     if fmt == PARQUET_FORMAT or (fmt is None and path.suffix.lower() == ".parquet"):
         from ..generate import load_workload
 
-        return load_workload(path)
+        # Every use of a source needs requests: an empty file is refused here, naming it.
+        return load_workload(path, allow_empty=False)
     from ..formats import load_trace
 
     if fmt is not None and fmt not in source_formats():
@@ -357,15 +366,26 @@ def condense(trace: pd.DataFrame, factor: float) -> pd.DataFrame:
         they were.
 
     Raises:
-        ValueError: bad ``factor`` or missing/non-finite ``arrival_s``.
+        ValueError: bad ``factor``, missing/non-finite ``arrival_s``, or a factor so small
+            that an arrival would lie beyond :data:`muxsim.workload.arrivals.MAX_ARRIVAL_S`.
     """
     t = _check_times(trace)
     if isinstance(factor, bool) or not (isinstance(factor, (int, float, np.number))
                                         and math.isfinite(factor) and factor > 0):
         raise ValueError(f"condense factor must be a finite number > 0, got {factor!r}")
+    with np.errstate(over="ignore"):
+        scaled = t / float(factor)
+    _check_scaled(scaled, f"condense factor {float(factor):g}")
     out = trace.copy()
-    out["arrival_s"] = t / float(factor)
+    out["arrival_s"] = scaled
     return out
+
+
+def _check_scaled(t: np.ndarray, what: str) -> None:
+    """Refuse rescaled arrival times beyond :data:`MAX_ARRIVAL_S` (``what`` names the cause)."""
+    if len(t) and not np.max(np.abs(t)) <= MAX_ARRIVAL_S:
+        raise ValueError(f"{what} stretches the trace to {np.max(np.abs(t)):.6g} s; arrival times "
+                         f"must lie within {MAX_ARRIVAL_S:g} s (MAX_ARRIVAL_S, about 31.7 years)")
 
 
 def mean_rate(arrival_s) -> float:
@@ -402,13 +422,20 @@ def rescale_to_rate(trace: pd.DataFrame, rate: float) -> pd.DataFrame:
         Copy of ``trace`` with rescaled ``arrival_s``.
 
     Raises:
-        ValueError: bad ``rate``; fewer than 2 arrivals or zero span.
+        ValueError: bad ``rate``; fewer than 2 arrivals or zero span; a rate so low that an
+            arrival would lie beyond :data:`muxsim.workload.arrivals.MAX_ARRIVAL_S`.
     """
     if isinstance(rate, bool) or not (isinstance(rate, (int, float, np.number))
                                       and math.isfinite(rate) and rate > 0):
         raise ValueError(f"target rate must be a finite rate > 0 req/s, got {rate!r}")
-    current = mean_rate(_check_times(trace))
-    return condense(trace, float(rate) / current)
+    t = _check_times(trace)
+    current = mean_rate(t)
+    factor = float(rate) / current
+    # Checked here so that the message names the rate, not the factor derived from it.
+    with np.errstate(over="ignore", under="ignore"):
+        _check_scaled(t / factor if factor > 0 else np.array([math.inf]),
+                      f"target rate {float(rate):g} req/s")
+    return condense(trace, factor)
 
 
 def cut_window(trace: pd.DataFrame, start_s: float, end_s: float | None = None) -> pd.DataFrame:
