@@ -243,18 +243,12 @@ class Case:
     tokenizer: bool = False
 
 
-NEEDS_REPLAY = ("needs muxsim.config.cells.replay_cell (and experiment.workloads) to read "
-                "workload.file with load_workload(path, allow_empty=False)")
-NEEDS_ORIGIN = ("needs `muxsim calibrate overhead` to pass origin=str(JOBS) to "
-                "muxsim.perf.overhead.fit_overhead, so its messages name the file")
-
 CASES: list[Case] = [
     # ---- workload Parquet: trace inspect / convert, and workload.file of a config ----------
     Case("workload-no-rows-inspect", lambda t: inspect(empty_workload(t)),
          "empty.parquet: no requests (the workload has no rows)"),
     Case("workload-no-rows-convert", lambda t: convert(empty_workload(t)), "no requests"),
-    Case("workload-no-rows-run", lambda t: run(t, empty_workload(t)), "no requests",
-         xfail=NEEDS_REPLAY),
+    Case("workload-no-rows-run", lambda t: run(t, empty_workload(t)), "no requests"),
     Case("workload-arrival-1e308", lambda t: inspect(workload(t, arrival_s=[0, 1, 2, 1e308])),
          "'arrival_s' holds 1e+308 s (row 3); arrival times must lie in [0, 1e+09] s"),
     Case("workload-arrival-1e308-run", lambda t: run(t, workload(t, arrival_s=[0, 1, 2, 1e308])),
@@ -518,8 +512,7 @@ CASES: list[Case] = [
 
     # ---- job tables (calibrate overhead JOBS.parquet) ------------------------------------
     Case("jobs-no-rows", lambda t: overhead(t, jobs().iloc[:0]), "no jobs (the table has no rows)"),
-    Case("jobs-no-rows-names-file", lambda t: overhead(t, jobs().iloc[:0]), "jobs.parquet",
-         xfail=NEEDS_ORIGIN),
+    Case("jobs-no-rows-names-file", lambda t: overhead(t, jobs().iloc[:0]), "jobs.parquet"),
     Case("jobs-no-decode", lambda t: overhead(t, jobs(kind="prefill")),
          "holds no decode job to fit the per-sequence cost to"),
     Case("jobs-one-batch-size", lambda t: overhead(t, jobs(n_seqs=4)),

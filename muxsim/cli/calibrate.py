@@ -69,7 +69,7 @@ def calibrate_overhead(
             table = pd.read_parquet(jobs)
         except Exception as e:  # pyarrow raises several types for a file that is not Parquet
             raise Fail(f"{jobs}: not a readable Parquet job table ({type(e).__name__})") from None
-        fitted, report = fit_overhead(table)
+        fitted, report = fit_overhead(table, origin=str(jobs))
         t = Table(title=f"job overhead fitted to {len(table):,} live jobs of {jobs.name}")
         for col in ("term", "model", "figure", "95 % interval", "from"):
             t.add_column(col)

@@ -34,7 +34,7 @@ def replay_cell(path: str, names: list[str]) -> Cell:
     from muxsim.workload import load_workload
 
     try:
-        wl = load_workload(path)
+        wl = load_workload(path, allow_empty=False)
     except (ValueError, FileNotFoundError, OSError) as e:
         raise ConfigError(f"workload.file: {e}") from None
     unknown = sorted(set(wl["llm"]) - set(names))

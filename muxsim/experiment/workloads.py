@@ -90,7 +90,7 @@ def cell_workload(cfg: ExperimentConfig, cell: Cell, cell_index: int,
     synthesize it from the trace (:func:`muxsim.config.trace_workload`, by ``cell_index``)."""
     w = cfg.workload
     if w.file is not None:
-        return load_workload(w.file)
+        return load_workload(w.file, allow_empty=False)
     if w.trace is not None:
         return trace_workload(cfg, cell_index)
     caps = counts
@@ -104,7 +104,7 @@ def cell_workload(cfg: ExperimentConfig, cell: Cell, cell_index: int,
 
 @lru_cache(maxsize=8)
 def _file_means(path: str) -> tuple[float, float]:
-    wl = load_workload(path)
+    wl = load_workload(path, allow_empty=False)
     return float(wl["prompt_tokens"].mean()), float(wl["output_tokens"].mean())
 
 
@@ -140,7 +140,7 @@ def workload_context(cfg: ExperimentConfig) -> float:
     length sampler, seed 0; the replayed file's or synthesized trace's own requests)."""
     w = cfg.workload
     if w.file is not None:
-        wl = load_workload(w.file)
+        wl = load_workload(w.file, allow_empty=False)
         return _batch_context(wl["prompt_tokens"], wl["output_tokens"])
     if w.trace is not None:
         wl = trace_workload(cfg, 0)
