@@ -79,6 +79,23 @@ class LLMGroup(_Strict):
         return v.strip().lower()
 
 
+def _sweep_values(v, name: str, check):
+    """A swept field's value (one number or a list of them) once every value passed
+    ``check`` (which raises ValueError), the list is not empty and its values are unique.
+
+    Raises:
+        ValueError: an empty list, a value ``check`` refuses, or a repeated value.
+    """
+    vals = v if isinstance(v, list) else [v]
+    if not vals:
+        raise ValueError(f"{name} list is empty")
+    for x in vals:
+        check(x)
+    if len(set(vals)) != len(vals):
+        raise ValueError(f"{name} values must be unique, got {vals}")
+    return v
+
+
 class PopularityConfig(_Strict):
     """Power law rate_i = rate_scale x max_rate x (i+1)^-alpha over the LLMs in listed order.
 
@@ -97,33 +114,26 @@ class PopularityConfig(_Strict):
     @field_validator("alpha")
     @classmethod
     def _alpha(cls, v):
-        vals = v if isinstance(v, list) else [v]
-        if not vals:
-            raise ValueError("alpha list is empty")
-        for a in vals:
+        def check(a):
             if a < 0:
                 raise ValueError(f"alpha must be >= 0, got {a}")
             if not a <= MAX_ALPHA:  # nan too
                 raise ValueError(f"alpha must be in [0, {MAX_ALPHA:g}], got {a}")
-        if len(set(vals)) != len(vals):
-            raise ValueError(f"alpha values must be unique, got {vals}")
-        return v
+
+        return _sweep_values(v, "alpha", check)
 
     @field_validator("max_rate", "rate_scale")
     @classmethod
     def _positive(cls, v, info):
-        vals = v if isinstance(v, list) else [v]
-        if not vals:
-            raise ValueError(f"{info.field_name} list is empty")
         top = MAX_RATE if info.field_name == "max_rate" else 1000.0
-        for r in vals:
+
+        def check(r):
             if not (math.isfinite(r) and r > 0):
                 raise ValueError(f"{info.field_name} must be > 0 and <= {top:g} (finite), got {r}")
             if r > top:
                 raise ValueError(f"{info.field_name} must be in (0, {top:g}], got {r:g}")
-        if len(set(vals)) != len(vals):
-            raise ValueError(f"{info.field_name} values must be unique, got {vals}")
-        return v
+
+        return _sweep_values(v, info.field_name, check)
 
     def alphas(self) -> list[float]:
         """Alpha values of the sweep."""
@@ -204,17 +214,13 @@ class TracePopularity(PopularitySpec):
     def _alpha(cls, v):
         if v is None:
             return v
-        vals = v if isinstance(v, list) else [v]
-        if not vals:
-            raise ValueError("alpha list is empty")
-        for a in vals:
+        def check(a):
             if not (math.isfinite(a) and a >= 0):
                 raise ValueError(f"alpha must be finite and >= 0, got {a}")
             if a > MAX_ALPHA:
                 raise ValueError(f"alpha must be in [0, {MAX_ALPHA:g}], got {a}")
-        if len(set(vals)) != len(vals):
-            raise ValueError(f"alpha values must be unique, got {vals}")
-        return v
+
+        return _sweep_values(v, "alpha", check)
 
 
 class TraceConfig(SynthSpec):
