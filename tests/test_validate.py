@@ -45,7 +45,8 @@ def test_validate_cpu_writes_table_and_plot(validated):
         for phase in ("prefill", "decode"):
             assert set(v["factors"][phase]) == {"llm-0", "llm-1"}
             assert all(0.3 < f < 3 for f in v["factors"][phase].values()), v
-        assert v["attempts"] == 1 and v["drift"] >= 0
+        # live.retries: 1 repeats a run the probes found unsteady, once
+        assert v["attempts"] in (1, 2) and v["drift"] >= 0
         # dispatch costs something but far less than a job; the run's speed stays near 1
         assert 0 < v["replay"]["dispatch_gap_s"] < 0.005
         assert all(0.3 < f < 3 for f in v["replay"]["median"].values()), v["replay"]
