@@ -62,6 +62,15 @@ def atomic_file(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
         tmp.unlink(missing_ok=True)
 
 
+def _missing(folder: Path) -> list[Path]:
+    """``folder`` and the folders above it that do not exist yet, innermost first."""
+    made = []
+    while not folder.exists():
+        made.append(folder)
+        folder = folder.parent
+    return made
+
+
 def write_files(folder: str | os.PathLike, writers: dict[str, Callable[[Path], None]]) -> list[Path]:
     """Write every file of ``writers`` (file name -> ``write(tmp_path)``) under a temporary name
     in ``folder``, then rename them all into place: all appear, or (on any failure) none, and
@@ -76,11 +85,7 @@ def write_files(folder: str | os.PathLike, writers: dict[str, Callable[[Path], N
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{folder} exists and is not a folder")
-    made = []
-    p = folder
-    while not p.exists():
-        made.append(p)
-        p = p.parent
+    made = _missing(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmps: dict[Path, Path] = {}
     try:
@@ -288,11 +293,7 @@ def staged_folder(out_dir: str | os.PathLike, what: str = "--out") -> Iterator[P
     staging = out_dir.parent / f".{out_dir.name}{_STAGING}{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
-    made = []  # folders above the output this call creates: removed again if it fails
-    p = out_dir.parent
-    while not p.exists():
-        made.append(p)
-        p = p.parent
+    made = _missing(out_dir.parent)  # created here: removed again if the write fails
     staging.mkdir(parents=True)
     ok = False
     try:

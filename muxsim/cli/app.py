@@ -40,11 +40,9 @@ def _on_sigterm(signum, frame):
 
 
 def _say(msg: str) -> None:
-    from rich.markup import escape
-
     from . import common
 
-    common.err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+    common.say_error(msg)
 
 
 class OneLineErrors(TyperGroup):

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-__all__ = ["Fail", "is_calibration_file", "is_calibration_table", "is_overhead_file", "is_workload_file", "console", "err_console", "fail", "guarded", "load", "progress_bar", "reset_consoles"]
+__all__ = ["Fail", "is_calibration_file", "is_calibration_table", "is_overhead_file", "is_workload_file", "console", "err_console", "fail", "guarded", "load", "progress_bar", "reset_consoles", "say_error"]
 
 
 def _consoles() -> tuple[Console, Console]:
@@ -35,16 +35,21 @@ class Fail(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+def say_error(msg: str) -> None:
+    """Print ``error: <msg>`` on the error console, as one line (not wrapped by rich)."""
+    from rich.markup import escape
+
+    # escaped: messages quote things like pip install -e '.[vllm]', which is not markup
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+
+
 def fail(msg: str) -> None:
     """Print ``error: <msg>`` on stderr and exit with code 2.
 
     Raises:
         typer.Exit: always.
     """
-    from rich.markup import escape
-
-    # escaped: messages quote things like pip install -e '.[vllm]', which is not markup
-    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+    say_error(msg)
     raise typer.Exit(code=2)
 
 
