@@ -22,7 +22,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 
 from muxsim.procs import die_with_parent, ignore_sigint
 
-__all__ = ["map_tasks", "process_pool", "stop_pool", "worker_pool"]
+__all__ = ["map_tasks", "stop_pool", "worker_pool"]
 
 
 def _init_worker(parent_pid: int | None) -> None:
@@ -31,12 +31,11 @@ def _init_worker(parent_pid: int | None) -> None:
     die_with_parent(parent_pid)
 
 
-def process_pool(jobs: int) -> ProcessPoolExecutor | None:
+def _process_pool(jobs: int) -> ProcessPoolExecutor | None:
     """A pool of ``min(jobs, CPUs)`` worker processes, or None for one (run in this process).
 
-    Its workers ignore SIGINT and die with this process (see the module docstring). Prefer
-    :func:`worker_pool`, which also stops the pool early when its block fails; a caller of this
-    function must shut the pool down itself (:func:`stop_pool` on failure). Submit to the pool
+    Its workers ignore SIGINT and die with this process (see the module docstring); only
+    :func:`worker_pool` makes one, and stops it early when its block fails. Submit to the pool
     from the thread that created it, and keep that thread alive while the pool runs (on Linux a
     worker dies with the *thread* that started it; in muxsim that is the main thread).
     """
@@ -90,7 +89,7 @@ def stop_pool(ex: ProcessPoolExecutor, timeout_s: float = 5.0) -> None:
 
 @contextlib.contextmanager
 def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A block with the pool of :func:`process_pool` (None when ``jobs`` or the CPUs allow only
+    """A block with the pool of :func:`_process_pool` (None when ``jobs`` or the CPUs allow only
     one process: run tasks in this process).
 
     On a normal exit the pool is shut down after its tasks. When the block raises anything
@@ -98,7 +97,7 @@ def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor | None]:
     :func:`stop_pool` (running tasks are abandoned, workers terminated) and the exception
     propagates. Workers die with this process in any case (see the module docstring).
     """
-    ex = process_pool(jobs)
+    ex = _process_pool(jobs)
     if ex is None:
         yield None
         return
