@@ -265,6 +265,74 @@ class LLMRuntime:
             done.append(r)
         return done
 
+    # ---- several decode iterations at once -------------------------------------------------
+    def decode_headroom(self, pool) -> int:
+        """Decode iterations that can follow the one just started (iteration ``iter + 1``),
+        each starting as the previous one ends, before state other than this LLM's counters
+        changes: none of them may end with a request finishing (the iteration in which one
+        finishes is the last one that may follow) and every one's KV blocks must be free in
+        ``pool`` (no preemption).
+
+        Returns:
+            The number of such further iterations, >= 0 (0 without a running batch, with
+            requests still to merge, or when the next iteration would finish a request).
+        """
+        if self.pending or not self.running:
+            return 0
+        heap = self._heap
+        while heap[0][2] != heap[0][3].epoch:  # drop entries of requests preempted since
+            heapq.heappop(heap)
+        # completions of iterations iter+1 .. iter+k must finish nobody: k < first finish - iter
+        cap = heap[0][0] - self.iter - 1
+        if cap <= 0:
+            return 0
+        per_cycle = len(self.running) * self.bps  # every request takes one block per 32 iterations
+        free = pool.free
+        if free >= (cap // KV_BLOCK_TOKENS + 1) * per_cycle:
+            return cap
+        full = min(free // per_cycle, cap // KV_BLOCK_TOKENS)
+        k = full * KV_BLOCK_TOKENS
+        used = full * per_cycle
+        b = self.buckets
+        bps = self.bps
+        j = self.iter + 2 + k
+        while k < cap:
+            need = b[j & _MASK] * bps
+            if used + need > free:
+                break
+            used += need
+            k += 1
+            j += 1
+        return k
+
+    def skip_decodes(self, pool, k: int) -> None:
+        """Account for ``k`` decode iterations that ended with nobody finishing, each followed
+        by the start of the next (what :meth:`complete_decode` then :meth:`start_decode` do
+        in that case), leaving the last one started. ``k`` must not exceed
+        :meth:`decode_headroom`.
+
+        Raises:
+            ValueError: the pool cannot hold the blocks (``k`` beyond the headroom).
+        """
+        if k <= 0:
+            return
+        need = self.decode_blocks(k)
+        if need and not pool.allocate(self.slot, need):
+            raise ValueError(f"{self.name}: {k} decode iterations need {need} KV blocks, {pool.free} free")
+        self.iter += k
+        self.ctx += len(self.running) * k
+
+    def decode_blocks(self, k: int) -> int:
+        """KV blocks the ``k`` decode iterations after the one just started take (>= 0)."""
+        it = self.iter
+        b = self.buckets
+        # iterations it+2 .. it+k+1: full 32-iteration cycles take one block per request
+        full, rest = divmod(k, KV_BLOCK_TOKENS)
+        need = full * len(self.running)
+        for j in range(it + 2, it + 2 + rest):
+            need += b[j & _MASK]
+        return need * self.bps
+
     def blocks_per_seq(self, seq_tokens: int) -> int:
         """Blocks one sequence of ``seq_tokens`` tokens holds at this LLM's tensor parallelism."""
         return -(-seq_tokens // KV_BLOCK_TOKENS) * self.bps

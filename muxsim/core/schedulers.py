@@ -17,9 +17,10 @@ sleep and never read a clock: ``now`` is always passed in.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections import deque
 
+from muxsim.catalog import KV_BLOCK_TOKENS
 from muxsim.core.llm import LLMRuntime, Request
 from muxsim.core.resources import KVBlockPool, SMUnits, units_for_share
 
@@ -113,8 +114,47 @@ class MeshScheduler(ABC):
         self._on_decode_done(llm, job.n_seqs)
         return llm.complete_decode(self.pool, now)
 
-    def _on_decode_done(self, llm: LLMRuntime, batch: int) -> None:
-        """Hook for per-LLM decode statistics."""
+    def _on_decode_done(self, llm: LLMRuntime, batch: int, times: int = 1) -> None:
+        """Hook for per-LLM decode statistics: ``times`` decodes of ``batch`` requests ended."""
+
+    # ---- several decode iterations as one job (the simulator's fast path) ------------------
+    def decode_run(self, job: Job) -> tuple[int, float]:
+        """How many more decode iterations of ``job``'s LLM would follow ``job`` back to back if
+        nothing else happened on the mesh: no other job ending and no request arriving.
+
+        Called right after ``job`` (a decode) was started. Each of those iterations is what
+        :meth:`schedule` would return, alone, when the previous one completes: same LLM, same
+        batch, no request finishing, no preemption, and no other job starting and no other
+        state changing at that completion. A driver may then run them as one job.
+
+        Returns:
+            ``(k, until)``: at most ``k`` further iterations (0: none), and only as long as the
+            iteration completing before each ends before ``until`` (s; the policy's own next
+            decision point, e.g. an ADBS quota rebalance). The driver adds its own bounds (the
+            mesh's other jobs' ends, the next arrival, the drain limit).
+        """
+        return 0, -math.inf
+
+    def decode_runs(self, jobs: list[Job]) -> list[tuple[int, float]] | None:
+        """:meth:`decode_run` of several decode jobs in flight at once (the same answers;
+        policies may share the work); None when none of them may run on."""
+        return [self.decode_run(job) for job in jobs]
+
+    def skip_decodes(self, job: Job, k: int) -> None:
+        """Apply ``k`` (<= :meth:`decode_run`'s) further iterations of the decode ``job``: the
+        completion and restart of each, with nobody finishing. ``job`` then stands for the last
+        of them (its resources stay held; :meth:`complete` ends it)."""
+        job.llm.skip_decodes(self.pool, k)
+        self._on_decode_done(job.llm, job.n_seqs, k)
+        job.n_tokens += job.n_seqs * k
+
+    def _admissible(self, llm: LLMRuntime, max_seqs: int) -> bool:
+        """Whether a prefill of ``llm`` could admit its first waiting request now (sequence cap
+        and free KV blocks, as :meth:`LLMRuntime.admit`)."""
+        if llm.n_active >= max_seqs:
+            return False
+        r = llm.waiting[0]
+        return -(-(r.prompt + r.done) // KV_BLOCK_TOKENS) * llm.bps <= self.pool.free
 
     def _prefill_job(self, llm: LLMRuntime, batch: list[Request], pct: float, units: int) -> Job:
         llm.prefill_busy = True
@@ -159,8 +199,8 @@ class ADBSScheduler(MeshScheduler):
         self._next_adapt = adapt_interval_s
         self._last_prefill = -1
         self._last_decode = -1
-        self._window = [deque(maxlen=adapt_window_jobs) for _ in llms]
-        self._window_sum = [0] * len(llms)
+        self._window_max = adapt_window_jobs
+        self._window: list[list[list[int]]] = [[] for _ in llms]
         unit_pct = 100.0 / self.sm.units
         self._pf_units = [units_for_share(l.prefill_pct, unit_pct) for l in llms]
         self._dec_units = [units_for_share(l.decode_pct, unit_pct) for l in llms]
@@ -180,18 +220,105 @@ class ADBSScheduler(MeshScheduler):
     def _set_quota_seqs(self, llm: LLMRuntime) -> None:
         llm.quota_seqs = max(1, min(self.max_num_seqs, llm.quota_blocks // self._seq_blocks(llm)))
 
-    def _on_decode_done(self, llm, batch):
-        slot = llm.slot
+    def _on_decode_done(self, llm, batch, times=1):
+        # The window holds runs of equal batch sizes, [size, count], so that decodes the
+        # simulator ran at once cost O(1); it is cut to its last adapt_window_jobs decodes
+        # when read (mean_batch), or when the runs pile up.
+        w = self._window[llm.slot]
+        if w and w[-1][0] == batch:
+            w[-1][1] += times
+        else:
+            w.append([batch, times])
+            if len(w) > 2 * self._window_max + 8:
+                self._trim(llm.slot)
+
+    def _trim(self, slot: int) -> tuple[int, int]:
+        """Cut LLM ``slot``'s window to its last ``adapt_window_jobs`` decodes; returns their
+        count and summed batch sizes."""
         w = self._window[slot]
-        if len(w) == w.maxlen:
-            self._window_sum[slot] -= w[0]
-        w.append(batch)
-        self._window_sum[slot] += batch
+        n = total = 0
+        keep = self._window_max
+        for i in range(len(w) - 1, -1, -1):
+            size, count = w[i]
+            if n + count >= keep:
+                count = keep - n
+                n = keep
+                total += size * count
+                if count:
+                    w[i][1] = count
+                    del w[:i]
+                else:
+                    del w[:i + 1]
+                break
+            n += count
+            total += size * count
+        return n, total
+
+    def skip_decodes(self, job, k):
+        super().skip_decodes(job, k)
+        if k > 0:
+            self._last_decode = job.llm.slot  # each skipped restart was a round-robin pick
+
+    def decode_run(self, job):
+        # Why this is exact: between two completions of job.llm's decodes nothing else on the
+        # mesh changes but its own counters and, monotonically, the free KV blocks (they only
+        # shrink: nobody finishes or is preempted). So a prefill that could not admit its first
+        # request still cannot, SM units are as they were, and the round-robin pointers do not
+        # matter as long as no other LLM could take a decode or prefill at that completion.
+        llm = job.llm
+        if llm.prefill_busy and not self.overlap_phases:
+            return 0, -math.inf
+        sm = self.sm
+        free_units = sm.capacity - (sm.in_use - job.units)  # as at the completion of job
+        if free_units < job.units:
+            return 0, -math.inf
+        for i, x in enumerate(self.llms):
+            if (x is not llm and not x.decode_busy and (x.running or x.pending)
+                    and (self.overlap_phases or not x.prefill_busy) and self._dec_units[i] <= free_units):
+                return 0, -math.inf  # another LLM could take a decode at that completion
+            if not x.waiting or x.prefill_busy or x.n_active >= x.quota_seqs:
+                continue
+            if x.decode_busy and x is not llm and not self.overlap_phases:
+                continue
+            if self._pf_units[i] > free_units:
+                return 0, -math.inf  # a starved prefill would hold the decodes back
+            if self._admissible(x, x.quota_seqs):
+                return 0, -math.inf
+        k = llm.decode_headroom(self.pool)
+        return k, (self._next_adapt if self.adaptive else math.inf)
+
+    def decode_runs(self, jobs):
+        if not self.overlap_phases:
+            return super().decode_runs(jobs)
+        # decode_run's checks of the other LLMs, done once: the cheapest decode an idle LLM with
+        # work could take and the largest prefill that could start decide every job at once.
+        sm = self.sm
+        free = sm.capacity - sm.in_use
+        min_dec = math.inf
+        max_pf = 0
+        for i, x in enumerate(self.llms):
+            if not x.decode_busy and (x.running or x.pending):
+                if self._dec_units[i] < min_dec:
+                    min_dec = self._dec_units[i]
+            if x.waiting and not x.prefill_busy and x.n_active < x.quota_seqs:
+                if self._admissible(x, x.quota_seqs):
+                    return None
+                if self._pf_units[i] > max_pf:
+                    max_pf = self._pf_units[i]
+        until = self._next_adapt if self.adaptive else math.inf
+        out = []
+        for job in jobs:
+            f = free + job.units
+            if min_dec <= f or max_pf > f:
+                out.append((0, until))
+            else:
+                out.append((job.llm.decode_headroom(self.pool), until))
+        return out
 
     def mean_batch(self, slot: int) -> float:
         """Mean decode batch size of LLM ``slot`` over its last ``adapt_window_jobs`` decodes."""
-        w = self._window[slot]
-        return self._window_sum[slot] / len(w) if w else 0.0
+        n, total = self._trim(slot)
+        return total / n if n else 0.0
 
     def adapt(self) -> None:
         """Rebalance KV quotas (reference constants: lend below 90 % utilisation down to 95 %,
@@ -298,6 +425,21 @@ class VLLMScheduler(MeshScheduler):
         self._busy = False
         return super().complete(job, now)
 
+    def decode_run(self, job):
+        # At each completion of job.llm's decode the LLMs are taken in the same order (their
+        # oldest arrivals do not change while nobody joins or finishes) and, with the free KV
+        # blocks only shrinking, every prefill that failed still fails.
+        llm = job.llm
+        order = self.llms if len(self.llms) == 1 else sorted(self.llms, key=lambda l: (l.oldest_arrival(), l.slot))
+        for x in order:
+            if x.waiting and self._admissible(x, self.max_num_seqs):
+                return 0, -math.inf
+            if x is llm:
+                break
+            if x.running or x.pending:
+                return 0, -math.inf
+        return llm.decode_headroom(self.pool), math.inf
+
     def schedule(self, now: float) -> list[Job]:
         if self._busy:
             return []
@@ -354,6 +496,40 @@ class FCFSScheduler(MeshScheduler):
         if job.kind == PREFILL:
             self._prefill_running = False
         return super().complete(job, now)
+
+    def decode_run(self, job):
+        # As the other policies': at each completion of job.llm's decode the same LLM must come
+        # first among those ready to decode (their oldest running requests do not change), and
+        # no prefill may start or record a KV wait.
+        llm = job.llm
+        sm = self.sm
+        free_units = sm.capacity - (sm.in_use - job.units)
+        pool = self.pool
+        if not self._prefill_running:
+            pick = None
+            for x in self.llms:
+                if not x.waiting or x.n_active >= self.max_num_seqs:
+                    continue
+                w = self._kv_wait[x.slot]
+                if w is not None:
+                    if w == pool.freed:
+                        continue
+                    return 0, -math.inf  # the next call would clear the wait
+                if pick is None or x.waiting[0].arrival < pick.waiting[0].arrival:
+                    pick = x
+            if pick is not None and self._pf_units <= free_units:
+                return 0, -math.inf  # it would try a prefill
+        first = (llm.oldest_running_arrival(), llm.slot)
+        for x in self.llms:
+            if x is llm or x.decode_busy or not (x.running or x.pending):
+                continue
+            if (x.oldest_running_arrival(), x.slot) < first:
+                return 0, -math.inf  # it would be served first
+            if 2 * self._dec_units <= free_units:
+                return 0, -math.inf  # it would decode beside llm
+        if self._dec_units > free_units:
+            return 0, -math.inf
+        return llm.decode_headroom(pool), math.inf
 
     def schedule(self, now: float) -> list[Job]:
         sm = self.sm

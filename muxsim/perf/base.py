@@ -38,3 +38,23 @@ class LatencyCurve(ABC):
     def decode_s(self, batch: int, ctx_tokens: int, sm_pct: float) -> float:
         """Seconds for one decode iteration of ``batch`` requests whose KV caches hold
         ``ctx_tokens`` tokens in all, at SM share ``sm_pct`` percent."""
+
+    def decode_steps(self, batch: int, ctx_tokens: int, sm_pct: float, k: int, last: float, end: float,
+                     bound: float) -> tuple[int, float, float]:
+        """Chain decode iterations of a fixed batch: the iteration running now started at
+        ``last`` (s), ends at ``end`` (s) and read ``ctx_tokens`` tokens; while fewer than ``k``
+        were added and the latest ends before ``bound`` (s), the next one starts at its end and
+        reads ``batch`` more tokens.
+
+        Returns:
+            ``(added, start of the last iteration, its end)`` (s). Times are sums of
+            :meth:`decode_s` in iteration order, the same floats one job at a time gives.
+        """
+        j = 0
+        while j < k and end < bound:
+            last = end
+            ctx_tokens += batch
+            end = last + self.decode_s(batch, ctx_tokens, sm_pct)
+            j += 1
+        return j, last, end
+

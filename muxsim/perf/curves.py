@@ -315,6 +315,47 @@ class FittedCurve(LatencyCurve):
                 t += y * (1.0 + (x / y) ** k) ** self._d_invk2 * e[2]
         return t * 1e-3
 
+    def decode_steps(self, batch, ctx_tokens, sm_pct, k, last, end, bound, dispatch_s=None, per_seq_s=0.0):
+        """:meth:`LatencyCurve.decode_steps`, with each iteration's duration plus
+        ``dispatch_s + per_seq_s x batch`` (s) when ``dispatch_s`` is given (the job-overhead
+        model: :class:`muxsim.perf.overhead.OverheadCurve`).
+
+        The same arithmetic as :meth:`decode_s` in the same order (the part that depends only
+        on the batch computed once), so every time is the float a job-by-job run gives."""
+        if batch <= 0 or k <= 0 or not end < bound:
+            return 0, last, end
+        e = self._dc.get(sm_pct)
+        if e is None:
+            e = self._decode_sm(sm_pct)
+        o = e[0]
+        b = float(batch)
+        c = e[1] * b
+        kk = self._d_k
+        if c > o:
+            tc = c * (1.0 + (o / c) ** kk) ** self._d_invk
+        else:
+            tc = o * (1.0 + (c / o) ** kk) ** self._d_invk
+        al, be, k2, ik2, g = self._d_al, self._d_be, self._d_k2, self._d_invk2, e[2]
+        extra = per_seq_s * batch
+        j = 0
+        while j < k and end < bound:
+            last = end
+            ctx_tokens += batch
+            t = tc
+            if ctx_tokens > 0:
+                x = al * ctx_tokens / b
+                y = be * ctx_tokens
+                if x > y:
+                    t += x * (1.0 + (y / x) ** k2) ** ik2 * g
+                elif y > 0.0:
+                    t += y * (1.0 + (x / y) ** k2) ** ik2 * g
+            if dispatch_s is None:
+                end = last + t * 1e-3
+            else:
+                end = last + (t * 1e-3 + dispatch_s + extra)
+            j += 1
+        return j, last, end
+
     def scaled_to(self, n_gpus: int, model: ModelSpec, gpu: GPUSpec) -> FittedCurve:
         """A ``"fitted-scaled"`` copy of this curve for ``n_gpus`` GPUs (see module docstring).
 

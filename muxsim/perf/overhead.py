@@ -30,6 +30,7 @@ import pandas as pd
 from muxsim.catalog import MODELS, GPUSpec, ModelSpec
 from muxsim.files import atomic_file
 from muxsim.perf.base import LatencyCurve
+from muxsim.perf.curves import FittedCurve
 
 __all__ = [
     "DEFAULT_DISPATCH_S",
@@ -104,10 +105,11 @@ class OverheadCurve(LatencyCurve):
     """A latency curve plus the job-overhead model: prefill = base + dispatch; decode = base +
     dispatch + per-sequence cost x batch (s)."""
 
-    __slots__ = ("base", "dispatch_s", "gpu", "model", "n_gpus", "per_seq_s", "source")
+    __slots__ = ("_fitted", "base", "dispatch_s", "gpu", "model", "n_gpus", "per_seq_s", "source")
 
     def __init__(self, base: LatencyCurve, dispatch_s: float, per_seq_s: float):
         self.base = base
+        self._fitted = type(base) is FittedCurve
         self.dispatch_s = dispatch_s
         self.per_seq_s = per_seq_s
         self.model, self.n_gpus, self.gpu, self.source = base.model, base.n_gpus, base.gpu, base.source
@@ -117,6 +119,12 @@ class OverheadCurve(LatencyCurve):
 
     def decode_s(self, batch: int, ctx_tokens: int, sm_pct: float) -> float:
         return self.base.decode_s(batch, ctx_tokens, sm_pct) + self.dispatch_s + self.per_seq_s * batch
+
+    def decode_steps(self, batch, ctx_tokens, sm_pct, k, last, end, bound):
+        if self._fitted:  # its own loop, overheads added as decode_s adds them
+            return self.base.decode_steps(batch, ctx_tokens, sm_pct, k, last, end, bound,
+                                          self.dispatch_s, self.per_seq_s)
+        return super().decode_steps(batch, ctx_tokens, sm_pct, k, last, end, bound)
 
 
 class OverheadLatency:

@@ -12,9 +12,9 @@ import itertools
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import simpy
+from simpy.core import URGENT
 
 from muxsim.core.records import REJECTED
 from muxsim.core.replay import (
@@ -24,7 +24,7 @@ from muxsim.core.replay import (
     stop_time,
     workload_requests,
 )
-from muxsim.core.schedulers import PREFILL
+from muxsim.core.schedulers import DECODE, PREFILL
 
 __all__ = ["SimResult", "simulate"]
 
@@ -46,13 +46,17 @@ class SimResult:
     latency_sources: dict[str, str]
 
 
-def simulate(spec: RunSpec, fast_forward: bool = True, speed=None) -> SimResult:
+def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes: bool = True) -> SimResult:
     """Simulate one strategy on one workload.
 
     Args:
         spec: the run (:class:`muxsim.core.replay.RunSpec`); jobs run on ``spec.latency``.
         fast_forward: process each mesh's job ends ahead of the SimPy clock, up to its next
             arrival (same results, fewer SimPy events); False gives one event per job end.
+        fuse_decodes: run a decode iteration and those that would follow it back to back, with
+            nothing else able to happen on the mesh meanwhile, as one job (same results to the
+            bit, far fewer events: :meth:`muxsim.core.schedulers.MeshScheduler.decode_run`
+            says when that is so); False runs one job per iteration.
         speed: device speed over time: ``speed(llm name, start time s) -> factor`` multiplies
             the duration of every job that LLM starts then (1 = the latency model's speed, 1.2
             = 20 % slower). None: the latency model as it is. Validation replays a live run's
@@ -84,7 +88,8 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None) -> SimResult:
     for a in mesh_arrivals:
         a.append(math.inf)
     arrived = [0] * n_meshes
-    local: list[list] = [[] for _ in range(n_meshes)]  # heap of (end time, seq, job) in flight
+    # heap of (end time, start of its last iteration, seq, job) in flight
+    local: list[list] = [[] for _ in range(n_meshes)]
     wakeups: list[list[float]] = [[] for _ in range(n_meshes)]  # pending SimPy wake-up times
     seq = itertools.count()
     stop_at = stop_time(reqs, spec.drain_limit_s)
@@ -92,6 +97,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None) -> SimResult:
     def start(m: int, jobs, t: float) -> None:
         nonlocal n_jobs
         h = local[m]
+        n_jobs += len(jobs)
         for job in jobs:
             c = job.llm.curve
             if job.kind == PREFILL:
@@ -100,31 +106,142 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None) -> SimResult:
                 d = c.decode_s(job.n_seqs, job.n_tokens, job.sm_pct)
             if speed is not None:
                 d *= speed(job.llm.name, t)
-            heapq.heappush(h, (t + d, next(seq), job))
-        n_jobs += len(jobs)
+            heapq.heappush(h, (t + d, t, next(seq), job))
+        if fuse_decodes and h:
+            # extend only when the job that ends first is a decode with room for at least one
+            # more iteration before the next arrival (a cheap test before the real checks)
+            first = h[0]
+            if first[3].kind == DECODE and t < first[0]:
+                room = min(mesh_arrivals[m][arrived[m]], stop_at) - first[0]
+                if room > 0 and room >= first[0] - first[1]:
+                    extend(m, t)
 
-    def advance(m: int, due: float) -> None:
-        """Complete mesh ``m``'s jobs that end by ``due``, then, with ``fast_forward``, those that
-        end before its next arrival: nothing else can touch the mesh until then, so the policy
-        sees exactly the calls and times it would see event by event (a test checks that both
-        give identical results). Then make sure a SimPy wake-up waits for its next job end."""
+    def extend(m: int, t: float) -> None:
+        """Called when the job that ends first on mesh ``m`` is a decode (else nothing can run
+        on). Run ahead the decodes in flight on mesh ``m`` whose completions would change nothing
+        but their own LLM's counters (their scheduler's decode_run says so), as long as each
+        such completion comes strictly before anything else could happen on the mesh: a
+        prefill's end, a decode's end that is not such a completion, the next arrival, the
+        drain limit, a policy decision point. Each decode job then stands for several
+        iterations back to back; every iteration's duration is the latency model's, added one by
+        one as the event-by-event run adds them, so all times are identical.
+
+        Heap entries carry the start of a job's last iteration: for ends that tie, event by
+        event the job pushed later pops later."""
+        nonlocal n_jobs
         h = local[m]
         sched = scheds[m]
-        horizon = mesh_arrivals[m][arrived[m]] if fast_forward else -math.inf
-        horizon = min(horizon, stop_at)
-        while h and (h[0][0] <= due or h[0][0] < horizon):
-            t, _, job = heapq.heappop(h)
-            sched.complete(job, t)
-            start(m, sched.schedule(t), t)
+        bound = min(mesh_arrivals[m][arrived[m]], stop_at)
+        cands = []
+        for e in h:
+            if e[3].kind == DECODE and e[0] > t:
+                cands.append(e)
+            elif e[0] < bound:
+                bound = e[0]
+        runs = sched.decode_runs([e[3] for e in cands])
+        if runs is None:
+            return
+        chains = []
+        for e, (k, until) in zip(cands, runs):
+            if k:
+                if until < bound:
+                    bound = until
+                chains.append((e, k))
+            elif e[0] < bound:
+                bound = e[0]
+        plans = []
+        for e, k in chains:
+            end, last, sq, job = e
+            if end < bound:
+                if speed is None:
+                    j, last, end = job.llm.curve.decode_steps(job.n_seqs, job.n_tokens, job.sm_pct, k, last, end,
+                                                              bound)
+                else:
+                    j, last, end = steps(job, k, last, end, bound)
+                # a chain that reaches its last allowed iteration before the bound ends there
+                # with a real completion: the others must stop before it
+                if j == k and end < bound:
+                    bound = end
+                if j:
+                    plans.append([last, end, sq, job, j, e, k])
+        if not plans:
+            return
+        if len(plans) > 1:
+            # Several chains interleave: their blocks must all fit (then every allocation
+            # succeeds in any order), and the last restart must be unique (a policy may
+            # remember it).
+            need = 0
+            for p in plans:
+                if p[0] >= bound:  # computed before the bound came down: again, to the new bound
+                    e = p[5]
+                    p[4], p[0], p[1] = steps(p[3], p[6], e[1], e[0], bound)
+                need += p[3].llm.decode_blocks(p[4])
+            if need > sched.pool.free:
+                return
+            plans.sort(key=lambda p: p[0])
+            if plans[-1][0] == plans[-2][0]:
+                return
+        for last, end, sq, job, j, e, _ in plans:
+            if not j:
+                continue
+            sched.skip_decodes(job, j)
+            n_jobs += j
+            h.remove(e)
+            h.append((end, last, sq, job))
+        heapq.heapify(h)
+
+    def steps(job, k: int, last: float, end: float, bound: float):
+        """Up to ``k`` iterations after ``job``'s current one (which started at ``last`` and ends
+        at ``end``) while the latest ends before ``bound``: (added, last start, last end)."""
+        if speed is None:
+            return job.llm.curve.decode_steps(job.n_seqs, job.n_tokens, job.sm_pct, k, last, end, bound)
+        c = job.llm.curve
+        name = job.llm.name
+        n, tok, pct = job.n_seqs, job.n_tokens, job.sm_pct
+        j = 0
+        while j < k and end < bound:
+            last = end
+            tok += n
+            end = last + c.decode_s(n, tok, pct) * speed(name, last)
+            j += 1
+        return j, last, end
+
+    last_end = 0.0  # the latest job end processed (s)
+
+    def complete_until(m: int, t: float) -> None:
+        """Complete mesh ``m``'s jobs that end at or before ``t`` (s), in end order, starting what
+        its scheduler asks for after each. A job that ends exactly when a request arrives ends
+        first (in both modes)."""
+        nonlocal last_end
+        h = local[m]
+        if not h or h[0][0] > t:
+            return
+        sched = scheds[m]
+        while h and h[0][0] <= t:
+            end, _, _, job = heapq.heappop(h)
+            sched.complete(job, end)
+            start(m, sched.schedule(end), end)
+            last_end = end
+
+    def arm(m: int) -> None:
+        """Event-by-event mode: make sure a SimPy wake-up waits for mesh ``m``'s next job end.
+        Wake-ups are urgent, so that a job that ends exactly when a request arrives ends first,
+        as in the default mode."""
+        h = local[m]
         w = wakeups[m]
         if h and (not w or h[0][0] < w[0]):
             heapq.heappush(w, h[0][0])
-            env.timeout(h[0][0] - env.now, (m, h[0][0])).callbacks.append(wake)
+            ev = simpy.Event(env)
+            ev._ok = True
+            ev._value = (m, h[0][0])
+            ev.callbacks.append(wake)
+            env.schedule(ev, URGENT, h[0][0] - env.now)
 
     def wake(ev) -> None:
         m, t = ev.value
         heapq.heappop(wakeups[m])  # SimPy fires them in time order: this is the earliest
-        advance(m, t)
+        complete_until(m, t)
+        arm(m)
 
     def arrive():
         for k in order.tolist():
@@ -133,23 +250,34 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None) -> SimResult:
             if t > env.now:
                 yield env.timeout(t - env.now)
             m = mesh_of[r.llm]
+            if fast_forward:
+                # Meshes share nothing: a mesh's jobs need processing only up to its next
+                # arrival, so the SimPy clock walks the arrivals alone.
+                complete_until(m, t)
             arrived[m] += 1
             sched = scheds[m]
             if not sched.add(r):
                 reasons[k] = REJECTED
                 continue
             start(m, sched.schedule(t), t)
-            advance(m, -math.inf)
+            if not fast_forward:
+                arm(m)
 
     env.process(arrive())
     if spec.drain_limit_s is None:
         env.run()
     else:
         env.run(until=stop_at)
+    if fast_forward:
+        # after each mesh's last arrival: its remaining jobs, up to the drain limit
+        for m in range(n_meshes):
+            h = local[m]
+            while h and h[0][0] < stop_at:
+                complete_until(m, h[0][0])
 
     df = result_table(spec, reqs, reasons)
-    # a mesh may have run ahead of the SimPy clock with its last jobs (see run_jobs)
-    end = max(float(env.now), float(np.nanmax(df["finish_s"])) if df["finished"].any() else 0.0)
+    # the SimPy clock stops at the last arrival (or the drain limit); meshes run on from there
+    end = float(env.now) if spec.drain_limit_s is not None else max(float(env.now), last_end)
     return SimResult(df, end, n_jobs, sources)
 
 
