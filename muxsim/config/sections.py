@@ -43,9 +43,10 @@ _Num = Annotated[float, Field(allow_inf_nan=True)]
 
 class ClusterConfig(_Strict):
     """Nodes x GPUs per node of one GPU kind (a catalog name, e.g. ``a100-80gb``): ``nodes`` in
-    [1, 64], ``gpus_per_node`` in [1, 16]."""
+    [1, 1024], ``gpus_per_node`` in [1, 16] (the analytic placement search switches to its
+    large-scale method above a few nodes; ``muxsim.core.placement``)."""
 
-    nodes: int = Field(ge=1, le=64)
+    nodes: int = Field(ge=1, le=1024)
     gpus_per_node: int = Field(ge=1, le=16)
     gpu: str = "a100-80gb"
 
@@ -518,12 +519,12 @@ class OverheadConfig(_Strict):
 
 
 class MeshConfig(_Strict):
-    """An explicit mesh: its node (in [0, 63], below ``cluster.nodes``), GPU count (1, 2, 4, 8
+    """An explicit mesh: its node (in [0, 1023], below ``cluster.nodes``), GPU count (1, 2, 4, 8
     or 16, at most ``cluster.gpus_per_node``), LLM names (each once) and, for some of them,
     their [prefill %, decode %] SM shares (whole percentages in [1, 100]); the LLMs ``sm`` names
     must be on this mesh."""
 
-    node: int = Field(ge=0, le=63)
+    node: int = Field(ge=0, le=1023)
     gpus: int = Field(ge=1, le=16)
     llms: list[str] = Field(min_length=1)
     sm: dict[str, tuple[int, int]] | None = None

@@ -2,7 +2,8 @@
 
 - :func:`muxserve_placement`: MuxServe's popularity-aware search (../shared/docs/muxserve.md §4):
   enumerate every way to split the cluster's nodes into meshes, place LLMs greedily (most
-  demanding first) on the mesh with the largest score gain, keep the best layout.
+  demanding first) on the mesh with the largest score gain, keep the best layout; on clusters
+  with more than :data:`EXHAUSTIVE_MAX_LAYOUTS` such layouts, the large-scale search below.
 - :func:`spatial_placement`: every LLM alone on dedicated GPUs.
 - :func:`explicit_placement`: a placement given in the config, checked for feasibility.
 
@@ -26,11 +27,52 @@ Deviations from the reference implementation, and why (measured in the README, "
   gain is that sum's gain, not the gain of a mesh's rate-weighted mean;
 - a share "covers" a rate when throughput >= max(1.1 x rate, rate + 0.5 req/s), as the
   reference's slack.
+
+Large clusters (``search="large"``; ``"auto"`` picks it when the multisets of node splits
+number more than :data:`EXHAUSTIVE_MAX_LAYOUTS`, i.e. beyond 6 nodes of 8 GPUs: 16 nodes have
+2.0 million, 128 nodes 3.6 x 10^13). Below the threshold the exhaustive search runs unchanged.
+
+- The greedy step sees a layout only through its mesh counts (c_1, c_2, c_4, c_8): a mesh's
+  node changes no estimate, and meshes of one size are interchangeable. With power-of-two
+  nodes every count vector of power-of-two meshes packs into the nodes (largest first). So the
+  search runs over count vectors under the exhaustive search's filters (all GPUs in meshes, no
+  more meshes than LLMs, a mesh for the largest model): with the paper's mix scaled, 117 at
+  4 nodes x 8 (19 LLMs) instead of 715 layouts, 5,069 at 16 nodes (76 LLMs), 1.4 x 10^5 at
+  128 (256), 8.6 x 10^6 at 512 (1,024): too many to enumerate there, hence the local search.
+  Where even the largest meshes would outnumber the LLMs it uses n largest meshes' worth of
+  GPUs and leaves the rest idle (the exhaustive search finds no layout there).
+- :func:`greedy_assign_counts` scores a vector with the same greedy step, in time that does
+  not grow with the meshes it can rule out: empty meshes are one bucket per size; an LLM
+  gains at most its score alone on an empty mesh of the size (sharing only takes KV memory
+  and decode time from it, and a decode's throughput rises with its batch), so the occupied
+  meshes of a size are scanned only when that bound could beat the best gain found, and a
+  scan stops at the first mesh that reaches it (a cold LLM, served in full at batch 1 or 2,
+  stops at the first mesh with room). A mesh holds at most 4 LLMs at the default SM
+  capacity (decode shares of at least 30 % in 120 %), and meshes with no SM room left drop
+  out of the scans. Ties go to the smaller mesh, then an occupied one (packing cold LLMs; the
+  positional greedy's first-mesh rule mostly picks an occupied one too), then the one opened
+  first. Mesh scores stay memoised in the context across vectors.
+- A best-improvement local search over the vectors: from the largest meshes only and from
+  every node split applied to all nodes (in order of their scores), moves that trade the GPUs
+  of k meshes between two sizes (k from GPUs / 64 halving to 1; at k = 1 also any two such
+  trades at once), until no move improves. It stops as soon as a layout reaches the upper
+  bound sum_i max_s score(s, {i}) (every LLM served as alone on its best mesh), which no
+  placement exceeds under the monotonicity above.
+
+Optimality gap, measured (``python benchmarks/bench_placement_scale.py --gap``): over alpha
+in {0.7, 0.9, 1.3, 1.7, 2.1} x max rate {20, 40, 50} req/s with the paper's mix scaled (19, 24,
+28, 38 LLMs on 4, 5, 6, 8 nodes against the exhaustive search; 76 LLMs on 16 nodes against
+every count vector under the same greedy step), 75 cases, the large-scale search found
+the best score in every case (worst gap 0 %, against 0.41 % when it started from the
+single-size layouts only), and no reference exceeded the upper bound. At 1,024 and 4,096 GPUs
+(256 and 1,024 LLMs, alpha 0.9) it reaches the upper bound: no placement scores more there.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -50,7 +92,11 @@ __all__ = [
     "default_prefill_pct",
     "muxserve_placement",
     "muxserve_placements",
+    "layout_count",
+    "layout_search",
     "greedy_assign",
+    "greedy_assign_counts",
+    "EXHAUSTIVE_MAX_LAYOUTS",
     "spatial_placement",
     "explicit_placement",
     "check_fits_somewhere",
@@ -58,6 +104,17 @@ __all__ = [
 
 #: Decode SM shares (%) the search tries (MuxServe reference: 30..90 step 10).
 DECODE_SHARES = (30, 40, 50, 60, 70, 80, 90)
+
+#: Most node-split multisets (:func:`layout_count`) the exhaustive search enumerates; above it
+#: ``search="auto"`` runs the large-scale search. 5,005 = 6 nodes of 8 GPUs (3-5 s on one core
+#: with 28 LLMs; 7 nodes would be 11,440 layouts, 8 nodes 24,310 and 7-23 s).
+EXHAUSTIVE_MAX_LAYOUTS = 5005
+
+#: Layout searches :func:`muxserve_placements` offers (``auto``: by :data:`EXHAUSTIVE_MAX_LAYOUTS`).
+SEARCHES = ("auto", "exhaustive", "large")
+
+#: Tolerance of score comparisons (score units, req^2/s^2): gains closer than this are ties.
+_TIE = 1e-12
 
 
 class PlacementError(ValueError):
@@ -94,7 +151,9 @@ class Placement:
         est_throughput: per LLM name, the estimate the search used (req/s), capped at its rate.
         method: ``"analytic"`` (MuxServe's search), ``"simulated"`` (the simulation-guided
             search), ``"spatial"`` or ``"explicit"``.
-        layouts_searched: layouts evaluated (analytic search).
+        layouts_searched: layouts evaluated (analytic search: multisets of node splits, or mesh
+            count vectors for the large-scale search, whose ``search`` then holds
+            ``layout_search: "large"``, the chosen ``mesh_counts`` and the ``upper_bound``).
         score: the search's score of it: the estimator's sum of rate x served throughput
             (analytic), or the simulated objective (simulated).
         search: what the search did, for the run's records (candidates simulated, moves
@@ -443,34 +502,57 @@ def check_fits_somewhere(ctx: PlacementContext, gpus_per_node: int) -> None:
                 f"KV cache for one sequence even on {m} {ctx.gpu.name} GPUs")
 
 
-def muxserve_placement(ctx: PlacementContext, nodes: int, gpus_per_node: int) -> Placement:
-    """MuxServe's placement search over every multiset of node splits.
+def muxserve_placement(ctx: PlacementContext, nodes: int, gpus_per_node: int, search: str = "auto") -> Placement:
+    """MuxServe's placement search: over every multiset of node splits while there are at most
+    :data:`EXHAUSTIVE_MAX_LAYOUTS` of them, else the large-scale search (module docstring).
 
     Args:
         ctx: LLMs, GPU kind, latency model and workload means.
         nodes, gpus_per_node: the cluster.
+        search: ``"auto"`` (by the layout count), ``"exhaustive"`` or ``"large"`` (forced).
 
     Returns:
         The best layout's placement; meshes left empty are dropped.
 
     Raises:
         PlacementError: an LLM fits on no mesh, or no layout places every LLM.
+        ValueError: unknown ``search``.
     """
-    return muxserve_placements(ctx, nodes, gpus_per_node, top=1)[0]
+    return muxserve_placements(ctx, nodes, gpus_per_node, top=1, search=search)[0]
 
 
-def muxserve_placements(ctx: PlacementContext, nodes: int, gpus_per_node: int, top: int = 1) -> list[Placement]:
+def layout_count(nodes: int, gpus_per_node: int) -> int:
+    """Multisets of node splits the exhaustive search enumerates (before its filters):
+    C(splits + nodes - 1, nodes); 715 for 4 nodes of 8 GPUs, 2,042,975 for 16."""
+    return math.comb(len(node_splits(gpus_per_node)) + nodes - 1, nodes)
+
+
+def layout_search(nodes: int, gpus_per_node: int) -> str:
+    """The search ``search="auto"`` runs on the cluster: ``"exhaustive"`` while
+    :func:`layout_count` <= :data:`EXHAUSTIVE_MAX_LAYOUTS`, else ``"large"``."""
+    return "exhaustive" if layout_count(nodes, gpus_per_node) <= EXHAUSTIVE_MAX_LAYOUTS else "large"
+
+
+def muxserve_placements(ctx: PlacementContext, nodes: int, gpus_per_node: int, top: int = 1,
+                        search: str = "auto") -> list[Placement]:
     """The ``top`` best layouts of MuxServe's placement search (best first; see
     :func:`muxserve_placement`). Layouts that place the LLMs on the same meshes count once.
 
     Raises:
         PlacementError: an LLM fits on no mesh, or no layout places every LLM.
+        ValueError: unknown ``search``.
     """
+    if search not in SEARCHES:
+        raise ValueError(f"placement search must be one of {', '.join(SEARCHES)}; got {search!r}")
     n = len(ctx.llms)
     if n == 0:
         raise PlacementError("no LLMs to place")
     check_fits_somewhere(ctx, gpus_per_node)
     order = sorted(range(n), key=lambda i: (-ctx.llms[i].rate * ctx.llms[i].model.compute_weight, i))
+    if search == "auto":
+        search = layout_search(nodes, gpus_per_node)
+    if search == "large":
+        return _large_placements(ctx, nodes, gpus_per_node, top, order)
     biggest_min = max(l.model.min_gpus for l in ctx.llms)
     found = []  # (-total, order found, positions, members)
     searched = 0
@@ -533,6 +615,216 @@ def greedy_assign(ctx: PlacementContext, order: Sequence[int], sizes: Sequence[i
         members[best_j] = tuple(sorted(members[best_j] + (i,)))
         current[best_j] = score(sizes[best_j], members[best_j])[0]
     return sum(current), members
+
+
+def greedy_assign_counts(ctx: PlacementContext, order: Sequence[int], counts: dict[int, int]):
+    """:func:`greedy_assign` on a layout given by its mesh counts (``counts[size]`` meshes of
+    ``size`` GPUs), in time that scales to thousands of meshes (module docstring, "Large
+    clusters"): meshes still empty are one bucket per size, an LLM is tried on the occupied
+    meshes of a size only while its score alone on an empty mesh of that size (the most the
+    mesh can gain from it) could beat the best gain found, and a scan stops at the first mesh
+    that gains that much.
+
+    Ties (gains within 1e-12): the smaller mesh, then an occupied mesh before an empty one,
+    then the mesh opened first. :func:`greedy_assign` breaks them by mesh position instead, so
+    the two may pick different meshes of equal gain; on layouts both run the totals agree.
+
+    Returns:
+        (sum of the meshes' scores, the meshes that hold LLMs as (size, sorted LLM indices) in
+        the order they were opened), or None when some LLM fits on no mesh.
+    """
+    sizes = sorted(s for s, c in counts.items() if c > 0)
+    empty = {s: counts[s] for s in sizes}
+    score = ctx.score
+    cap = ctx.sm_capacity_pct + 1e-9
+    size_of: list[int] = []
+    members: list[tuple[int, ...]] = []
+    current: list[float] = []
+    shares: list[float] = []
+    open_meshes: dict[int, list[int]] = {s: [] for s in sizes}  # meshes with SM room left, opening order
+    for i in order:
+        alone = {}
+        for s in sizes:
+            res = score(s, (i,))
+            if res is not None:
+                alone[s] = res[0]
+        best_gain, best_size, best_j = None, 0, -1  # best_j -1: an empty mesh of best_size
+        for s in sizes:
+            if empty[s] and s in alone and (best_gain is None or alone[s] > best_gain + _TIE):
+                best_gain, best_size = alone[s], s
+        for s in sorted(alone, key=lambda s: (-alone[s], s)):
+            bound = alone[s]
+            if best_gain is not None and not (bound > best_gain + _TIE
+                                              or (bound >= best_gain - _TIE and s <= best_size)):
+                continue  # no mesh of this size can beat the best gain found
+            share = ctx.decode_share(i, s)
+            for j in open_meshes[s]:
+                if shares[j] + share > cap:
+                    continue
+                res = score(s, tuple(sorted(members[j] + (i,))))
+                if res is None:
+                    continue
+                gain = res[0] - current[j]
+                if (best_gain is None or gain > best_gain + _TIE
+                        or (gain >= best_gain - _TIE and (s < best_size or (s == best_size and best_j < 0)))):
+                    best_gain, best_size, best_j = gain, s, j
+                if gain >= bound - _TIE:
+                    break  # the most this size gives; later meshes could only tie
+        if best_gain is None:
+            return None
+        s = best_size
+        if best_j < 0:
+            empty[s] -= 1
+            best_j = len(size_of)
+            size_of.append(s)
+            members.append((i,))
+            current.append(alone[s])
+            shares.append(ctx.decode_share(i, s))
+            open_meshes[s].append(best_j)
+        else:
+            members[best_j] = tuple(sorted(members[best_j] + (i,)))
+            current[best_j] = score(s, members[best_j])[0]
+            shares[best_j] += ctx.decode_share(i, s)
+        if shares[best_j] + DECODE_SHARES[0] > cap:
+            open_meshes[s].remove(best_j)  # no LLM's decode share fits beside these any more
+    return sum(current), list(zip(size_of, members))
+
+
+def _count_positions(counts: dict[int, int], nodes: int, gpus_per_node: int):
+    """(node, first GPU, size) of ``counts[size]`` meshes of each size, packed node by node
+    largest first, or None when they do not fit in the nodes. For a power-of-two
+    ``gpus_per_node`` every set of power-of-two meshes of at most the cluster's GPUs fits."""
+    left = {s: c for s, c in counts.items() if c > 0}
+    big_first = sorted(left, reverse=True)
+    out = []
+    for node in range(nodes):
+        if not any(left.values()):
+            break
+        g = 0
+        for s in big_first:
+            while left[s] and g + s <= gpus_per_node:
+                out.append((node, g, s))
+                g += s
+                left[s] -= 1
+    return None if any(left.values()) else out
+
+
+def _large_placements(ctx: PlacementContext, nodes: int, gpus_per_node: int, top: int,
+                      order: Sequence[int]) -> list[Placement]:
+    """The large-scale search (module docstring, "Large clusters"): a local search over mesh
+    counts, each count vector scored by :func:`greedy_assign_counts`."""
+    t0 = time.perf_counter()
+    n = len(ctx.llms)
+    sizes = [s for s in (1, 2, 4, 8, 16) if s <= gpus_per_node]
+    # every GPU in some mesh, as in the exhaustive search, unless even the largest meshes would
+    # outnumber the LLMs: then as many GPUs as n largest meshes hold, the other nodes idle
+    total = min(nodes * gpus_per_node, n * sizes[-1])
+    biggest_min = max(l.model.min_gpus for l in ctx.llms)
+    power_of_two = gpus_per_node & (gpus_per_node - 1) == 0
+
+    def feasible(v: tuple[int, ...]) -> bool:
+        # the exhaustive search's filters: no more meshes than LLMs, a mesh for the largest model
+        if min(v) < 0 or sum(v) > n or sum(s * c for s, c in zip(sizes, v)) != total:
+            return False
+        if not any(c for s, c in zip(sizes, v) if s >= biggest_min):
+            return False
+        return power_of_two or _count_positions(dict(zip(sizes, v)), nodes, gpus_per_node) is not None
+
+    evaluated: dict[tuple[int, ...], tuple] = {}  # count vector -> (score or -inf, meshes)
+
+    def value(v: tuple[int, ...]) -> float:
+        if v not in evaluated:
+            res = greedy_assign_counts(ctx, order, dict(zip(sizes, v)))
+            evaluated[v] = (float("-inf"), []) if res is None else res
+        return evaluated[v][0]
+
+    # every LLM alone on its best mesh: no placement scores more while a decode's throughput
+    # rises with its batch (sharing a mesh only takes KV memory and decode time away)
+    bound = 0.0
+    for i in range(n):
+        alone = [r[0] for r in (ctx.score(s, (i,)) for s in sizes) if r is not None]
+        bound += max(alone, default=0.0)
+    reached = bound - 1e-9 * max(1.0, bound)
+
+    moves = []  # trade the GPUs of one mesh of the larger size between two sizes
+    for a in range(len(sizes)):
+        for b in range(len(sizes)):
+            if a != b:
+                unit = max(sizes[a], sizes[b])
+                d = [0] * len(sizes)
+                d[a] -= unit // sizes[a]
+                d[b] += unit // sizes[b]
+                moves.append(tuple(d))
+    zero = (0,) * len(sizes)
+    pairs = sorted({tuple(x + y for x, y in zip(m1, m2)) for m1 in moves for m2 in moves} - {zero} - set(moves))
+
+    def best_neighbour(v, k, deltas, cur):
+        best_w, best_val = None, cur
+        for d in deltas:
+            w = tuple(c + k * x for c, x in zip(v, d))
+            if not feasible(w):
+                continue
+            val = value(w)
+            if val > best_val + 1e-9 * max(1.0, abs(best_val)) or (
+                    best_w is not None and abs(val - best_val) <= 1e-9 * max(1.0, abs(best_val)) and w > best_w):
+                best_w, best_val = w, val
+            if val >= reached:
+                break
+        return best_w, best_val
+
+    # starts: the largest meshes only, then every node split the same way (always packable)
+    starts = [tuple(total // sizes[-1] if k == len(sizes) - 1 else 0 for k in range(len(sizes)))]
+    for split in node_splits(gpus_per_node):
+        starts.append(tuple(nodes * split.count(size) for size in sizes))
+    starts = [v for k, v in enumerate(starts) if v not in starts[:k] and feasible(v)]
+    # the most promising first: a start that climbs to the upper bound ends the search
+    starts.sort(key=lambda v: -value(v))
+    step0 = max(1, total // 64)
+    best = float("-inf")
+    for v in starts:
+        cur, k = value(v), step0
+        while cur < reached:
+            w, val = best_neighbour(v, k, moves, cur)
+            if w is None and k == 1:
+                w, val = best_neighbour(v, 1, pairs, cur)
+            if w is not None:
+                v, cur = w, val
+            elif k > 1:
+                k //= 2
+            else:
+                break
+        best = max(best, cur)
+        if best >= reached:
+            break
+    found = [(res[0], idx, v, res[1]) for idx, (v, res) in enumerate(evaluated.items()) if res[0] > float("-inf")]
+    if not found:
+        raise PlacementError(
+            f"no layout of {nodes} x {gpus_per_node} {ctx.gpu.name} GPUs the large-scale search tried holds "
+            f"all {n} LLMs within memory and SM shares")
+    found.sort(key=lambda f: (round(-f[0], 9), f[1]))
+    wall = time.perf_counter() - t0
+    out, seen = [], set()
+    for sc, _, v, meshes in found:
+        key = frozenset(meshes)
+        if key in seen:
+            continue
+        seen.add(key)
+        counts = dict(zip(sizes, v))
+        positions = _count_positions(counts, nodes, gpus_per_node)
+        by_size: dict[int, list[tuple[int, ...]]] = {}
+        for size, mem in meshes:
+            by_size.setdefault(size, []).append(mem)
+        members = []
+        for _, _, size in positions:
+            queue = by_size.get(size)
+            members.append(queue.pop(0) if queue else ())
+        p = _make_placement(ctx, positions, members, "analytic", len(evaluated), sc)
+        p.search = {"layout_search": "large", "mesh_counts": {str(s): c for s, c in counts.items()},
+                    "upper_bound": round(bound, 6), "wall_s": wall}
+        out.append(p)
+        if len(out) == top:
+            break
+    return out
 
 
 def _make_placement(ctx: PlacementContext, positions, members, method: str, searched: int = 0,
