@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -16,12 +17,49 @@ from .app import app
 from .common import Fail, guarded, load, reset_consoles
 
 
+class Executor(str, Enum):
+    """Where ``muxsim run`` runs its tasks (``--executor``): a local process pool, or Ray."""
+
+    process = "process"
+    ray = "ray"
+
+
+#: The one line ``--executor ray`` ends in when ray is not installed.
+RAY_MISSING = "--executor ray needs the ray extra: pip install 'muxsim[ray]'"
+
+
+def _check_ray() -> None:
+    """Import ray now, so that a missing extra is refused before any work.
+
+    Raises:
+        Fail: ray is not installed (:data:`RAY_MISSING`) or fails to import.
+    """
+    from muxsim.experiment.ray_executor import require_ray
+
+    try:
+        require_ray()
+    except ModuleNotFoundError as e:
+        if e.name not in (None, "ray"):  # a dependency of ray is missing: say which
+            raise Fail(f"--executor ray: ray failed to import: {e}") from None
+        raise Fail(RAY_MISSING) from None
+    except ImportError as e:
+        raise Fail(f"--executor ray: ray failed to import: {e}") from None
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="experiment YAML, e.g. experiments/zipf_alpha.yaml"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default results/<name>)"),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="override the config's seed (>= 0)"),
-    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", min=1, help="worker processes"),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", min=1,
+                             help="worker processes (with --executor ray and no --address: the local Ray "
+                                  "instance's CPUs)"),
+    executor: Executor = typer.Option(Executor.process, "--executor", case_sensitive=False,
+                                      help="where the tasks run: a local process pool, or Ray remote tasks "
+                                           "(the ray extra: pip install 'muxsim[ray]'); outputs are the same"),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="with --executor ray: an existing Ray cluster (auto, HOST:6379, "
+                                               "ray://HOST:10001) instead of a local instance started for the run"),
 ):
     """Simulate every cell of an experiment under every strategy and write tables and plots."""
 
@@ -35,8 +73,13 @@ def run(
             preflight,
             run_experiment,
         )
+        from muxsim.experiment.ray_executor import ExecutorError
 
         reset_consoles()
+        if address is not None and executor is not Executor.ray:
+            raise Fail("--address needs --executor ray")
+        if executor is Executor.ray:
+            _check_ray()
         cfg = load(config, seed)
         preflight(cfg)
         out_dir = out if out is not None else Path("results") / cfg.name
@@ -46,8 +89,11 @@ def run(
         t0 = time.perf_counter()
         with common.progress_bar() as bar:
             task = bar.add_task(f"{cfg.name}: {len(cells)} cells x {len(cfg.strategies)} strategies", total=total)
-            plans, runs = run_experiment(cfg, jobs=jobs,
-                                         progress=lambda label: bar.update(task, advance=1, description=label))
+            try:
+                plans, runs = run_experiment(cfg, jobs=jobs, executor=executor.value, address=address,
+                                             progress=lambda label: bar.update(task, advance=1, description=label))
+            except ExecutorError as e:
+                raise Fail(f"--executor ray: {e}") from None
         wall = time.perf_counter() - t0
         res = experiment_results(cfg, plans, runs)
         res.write(out_dir)
@@ -59,8 +105,10 @@ def run(
             con.print(f"[yellow]note:[/] latency scaled from a fitted GPU count (mesh size not profiled) "
                       f"used for: {', '.join(res.fitted_scaled)}")
         cpu_s = max(res.worker_s, 1e-9)
+        where = (f"{jobs} jobs" if executor is Executor.process
+                 else f"Ray at {address}" if address is not None else f"local Ray, {jobs} CPUs")
         con.print(
-            f"{res.n_requests:,} requests in {wall:.1f} s wall ({jobs} jobs): {res.n_requests / cpu_s:,.0f} "
+            f"{res.n_requests:,} requests in {wall:.1f} s wall ({where}): {res.n_requests / cpu_s:,.0f} "
             f"simulated requests per CPU second, {res.sim_time_s / cpu_s:,.0f} simulated s per CPU second")
         con.print(f"outputs: {out_dir}")
 

@@ -1,6 +1,6 @@
 """Run an experiment: plan it once (:mod:`.plan`), then simulate every cell under every strategy
-in worker processes. Results are gathered in cell and strategy order, so the output does not
-depend on ``jobs``."""
+in worker processes (a local pool or Ray). Results are gathered in cell and strategy order, so
+the output does not depend on ``jobs`` nor on the executor."""
 
 from __future__ import annotations
 
@@ -17,25 +17,33 @@ __all__ = ["run_experiment"]
 
 
 def run_experiment(cfg: ExperimentConfig, jobs: int = 1,
-                   progress: Callable[[str], None] | None = None) -> tuple[list[CellPlan], list[CellRun]]:
+                   progress: Callable[[str], None] | None = None, executor: str = "process",
+                   address: str | None = None) -> tuple[list[CellPlan], list[CellRun]]:
     """Plan the experiment and simulate every cell under every strategy.
 
     Args:
         cfg: the experiment.
-        jobs: worker processes (1 runs in this process).
+        jobs: worker processes (executor ``"process"``: 1 runs in this process; ``"ray"``: the
+            CPUs of the local Ray instance, unused with ``address``).
         progress: called with a short label after each placement search and each simulation.
+        executor: ``"process"`` (a local process pool) or ``"ray"`` (Ray remote tasks; the
+            optional extra ``muxsim[ray]``); see :func:`~muxsim.experiment.tasks.worker_pool`.
+        address: executor ``"ray"``: an existing cluster's address (None: a local instance
+            started for the run and shut down after it).
 
     Returns:
         (the plan, one :class:`CellRun` per (cell, strategy) in cell then config strategy order).
 
     Raises:
         muxsim.core.placement.PlacementError, ValueError: infeasible placement or bad input.
+        ModuleNotFoundError: executor ``"ray"`` without ray installed.
+        muxsim.experiment.ray_executor.ExecutorError: Ray failed to start or to connect.
         Any exception (KeyboardInterrupt included) propagates after the workers are stopped.
     """
     tick = progress or (lambda label: None)
     # worker_pool stops the workers at once (running tasks abandoned) when this block raises,
     # Ctrl-C and SIGTERM included, and its workers die with this process in any case.
-    with worker_pool(jobs) as ex:
+    with worker_pool(jobs, executor, address) as ex:
         plans = plan_experiment(cfg, ex, tick)
         tasks = [CellTask(cfg, p.cell, s, p.placements[strategy_placement(cfg, s)], p.workload)
                  for p in plans for s in cfg.strategies]

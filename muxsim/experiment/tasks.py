@@ -1,14 +1,20 @@
 """Running tasks in worker processes: results in task order, whatever order they finish in, so
-an experiment's outputs do not depend on the number of workers.
+an experiment's outputs do not depend on the number of workers, nor on where they run.
 
-This module is the only place that creates worker pools (:func:`worker_pool`), so that every
-pool's workers behave the same way on shutdown:
+This module is the only place that creates worker pools (:func:`worker_pool`): a local process
+pool (executor ``"process"``) or Ray remote tasks (executor ``"ray"``,
+:mod:`muxsim.experiment.ray_executor`), both used through ``submit`` by :func:`map_tasks`. Every
+process pool's workers behave the same way on shutdown:
 
 - each worker ignores SIGINT (the parent handles Ctrl-C and stops the workers) and dies with
   its parent, however the parent ends, ``kill -9`` included (:func:`muxsim.procs.die_with_parent`);
 - when the parent leaves the pool's block with an exception (KeyboardInterrupt, SIGTERM turned
   into one by the CLI, a failing task) it does not wait for running tasks: pending ones are
   cancelled and the workers terminated (:func:`stop_pool`).
+
+Ray's tasks are stopped the same way (cancelled, their workers killed, a local Ray instance shut
+down); a local instance's processes are Ray's own, started and ended by ``ray.init`` and
+``ray.shutdown``.
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from typing import TYPE_CHECKING
 
 from muxsim.procs import die_with_parent, ignore_sigint
 
-__all__ = ["map_tasks", "stop_pool", "worker_pool"]
+if TYPE_CHECKING:
+    from .ray_executor import RayExecutor
+
+__all__ = ["EXECUTORS", "map_tasks", "stop_pool", "worker_pool"]
 
 
 def _init_worker(parent_pid: int | None) -> None:
@@ -87,16 +97,47 @@ def stop_pool(ex: ProcessPoolExecutor, timeout_s: float = 5.0) -> None:
             manager.join(max(1.0, deadline - time.monotonic()))
 
 
+#: The executors :func:`worker_pool` makes, by name (``muxsim run --executor``).
+EXECUTORS = ("process", "ray")
+
+
 @contextlib.contextmanager
-def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A block with the pool of :func:`_process_pool` (None when ``jobs`` or the CPUs allow only
-    one process: run tasks in this process).
+def worker_pool(jobs: int, executor: str = "process",
+                address: str | None = None) -> Iterator[Executor | RayExecutor | None]:
+    """A block with a pool to pass to :func:`map_tasks`.
+
+    Args:
+        jobs: executor ``"process"``: the pool of :func:`_process_pool` (None when ``jobs`` or
+            the CPUs allow only one process: run tasks in this process); executor ``"ray"``
+            without ``address``: the CPUs of the local Ray instance started for the block.
+        executor: ``"process"`` or ``"ray"`` (:class:`~muxsim.experiment.ray_executor.RayExecutor`,
+            never None).
+        address: executor ``"ray"``: the cluster to connect to (``"auto"``, ``"HOST:6379"``,
+            ``"ray://HOST:10001"``) instead of starting a local instance; ignored otherwise.
 
     On a normal exit the pool is shut down after its tasks. When the block raises anything
-    (an exception, KeyboardInterrupt, SystemExit) the pool is stopped at once with
-    :func:`stop_pool` (running tasks are abandoned, workers terminated) and the exception
-    propagates. Workers die with this process in any case (see the module docstring).
+    (an exception, KeyboardInterrupt, SystemExit) the pool is stopped at once (running tasks
+    are abandoned: :func:`stop_pool`, :meth:`RayExecutor.stop`) and the exception propagates.
+    Process workers die with this process in any case (see the module docstring).
+
+    Raises:
+        ValueError: an unknown ``executor``.
+        ModuleNotFoundError, ImportError: executor ``"ray"`` without ray installed.
+        muxsim.experiment.ray_executor.ExecutorError: Ray failed to start or to connect.
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if executor == "ray":
+        from .ray_executor import RayExecutor
+
+        ex = RayExecutor.start(jobs, address)
+        try:
+            yield ex
+        except BaseException:
+            ex.stop()
+            raise
+        ex.close()
+        return
     ex = _process_pool(jobs)
     if ex is None:
         yield None
@@ -109,7 +150,7 @@ def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor | None]:
     ex.shutdown()
 
 
-def map_tasks(ex: Executor | None, fn: Callable, tasks: Sequence, tick: Callable[[str], None],
+def map_tasks(ex: Executor | RayExecutor | None, fn: Callable, tasks: Sequence, tick: Callable[[str], None],
               label: Callable[[object], str]) -> list:
     """``fn`` over ``tasks`` in ``ex`` (or in this process when None), results in task order;
     ``tick(label(task))`` after each task ends.
