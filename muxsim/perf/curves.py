@@ -228,6 +228,7 @@ class FittedCurve(LatencyCurve):
         self._d_k2 = float(d["k_attn"])
         self._d_invk2 = 1.0 / self._d_k2
         self._pc: dict[float, tuple[float, float]] = {}
+        self._smax: dict[float, float] = {}
         self._dc: dict[float, tuple[float, float, float]] = {}
 
     # The per-SM factors are cached per distinct sm_pct: the simulator uses a handful of
@@ -308,12 +309,29 @@ class FittedCurve(LatencyCurve):
         if ctx_tokens > 0:
             x = self._d_al * ctx_tokens / b
             y = self._d_be * ctx_tokens
-            k = self._d_k2
             if x > y:
-                t += x * (1.0 + (y / x) ** k) ** self._d_invk2 * e[2]
+                r = y / x
+                f = self._smax.get(r)
+                if f is None:
+                    f = self._smax_of(r)
+                t += x * f * e[2]
             elif y > 0.0:
-                t += y * (1.0 + (x / y) ** k) ** self._d_invk2 * e[2]
+                r = x / y
+                f = self._smax.get(r)
+                if f is None:
+                    f = self._smax_of(r)
+                t += y * f * e[2]
         return t * 1e-3
+
+    def _smax_of(self, r: float) -> float:
+        """``(1 + r^k_attn)^(1/k_attn)``, the attention smooth max's factor, memoised: along a
+        decode the ratio of its two terms takes few distinct floats (it is constant up to
+        rounding at a fixed batch), and a lookup costs less than two powers."""
+        f = (1.0 + r ** self._d_k2) ** self._d_invk2
+        if len(self._smax) >= _CACHE_LIMIT:
+            self._smax.clear()
+        self._smax[r] = f
+        return f
 
     def decode_steps(self, batch, ctx_tokens, sm_pct, k, last, end, bound, dispatch_s=None, per_seq_s=0.0):
         """:meth:`LatencyCurve.decode_steps`, with each iteration's duration plus
@@ -335,7 +353,8 @@ class FittedCurve(LatencyCurve):
             tc = c * (1.0 + (o / c) ** kk) ** self._d_invk
         else:
             tc = o * (1.0 + (c / o) ** kk) ** self._d_invk
-        al, be, k2, ik2, g = self._d_al, self._d_be, self._d_k2, self._d_invk2, e[2]
+        al, be, g = self._d_al, self._d_be, e[2]
+        memo = self._smax
         extra = per_seq_s * batch
         j = 0
         while j < k and end < bound:
@@ -346,9 +365,17 @@ class FittedCurve(LatencyCurve):
                 x = al * ctx_tokens / b
                 y = be * ctx_tokens
                 if x > y:
-                    t += x * (1.0 + (y / x) ** k2) ** ik2 * g
+                    r = y / x
+                    f = memo.get(r)
+                    if f is None:
+                        f = self._smax_of(r)
+                    t += x * f * g
                 elif y > 0.0:
-                    t += y * (1.0 + (x / y) ** k2) ** ik2 * g
+                    r = x / y
+                    f = memo.get(r)
+                    if f is None:
+                        f = self._smax_of(r)
+                    t += y * f * g
             if dispatch_s is None:
                 end = last + t * 1e-3
             else:

@@ -132,6 +132,23 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
         h = local[m]
         sched = scheds[m]
         bound = min(mesh_arrivals[m][arrived[m]], stop_at)
+        if len(h) == 1:  # one job in flight, the usual case: no other chain to keep apart
+            e = h[0]
+            job = e[3]
+            k, until = sched.decode_run(job)
+            if k:
+                if until < bound:
+                    bound = until
+                if speed is None:
+                    j, last, end = job.llm.curve.decode_steps(job.n_seqs, job.n_tokens, job.sm_pct, k, e[1],
+                                                              e[0], bound)
+                else:
+                    j, last, end = steps(job, k, e[1], e[0], bound)
+                if j:
+                    sched.skip_decodes(job, j)
+                    n_jobs += j
+                    h[0] = (end, last, e[2], job)
+            return
         cands = []
         for e in h:
             if e[3].kind == DECODE and e[0] > t:
