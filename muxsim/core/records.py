@@ -5,16 +5,14 @@ Times are seconds from the start of the run (simulated or wall clock).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 from muxsim.catalog import PROFILE_LENGTHS
 from muxsim.core.llm import Request
 
-__all__ = ["REQUEST_COLUMNS", "REJECTED", "DRAINED", "STALLED", "SLO_BASES", "slo_base_latency",
-           "reference_gpus", "reference_slo_base", "request_table"]
+__all__ = ["REQUEST_COLUMNS", "REJECTED", "DRAINED", "STALLED", "REASONS", "SLO_BASES", "RequestLog",
+           "log_table", "slo_base_latency", "reference_gpus", "reference_slo_base", "request_table"]
 
 #: Columns of the per-request table. ``slo_base_s`` is the base of the run's ``slo.base``;
 #: ``slo_base_alone_s`` and ``slo_base_reference_s`` are both bases, always written.
@@ -78,14 +76,87 @@ def reference_slo_base(curve, prompt: np.ndarray, output: np.ndarray) -> np.ndar
     return prefill + output * decode
 
 
+#: Reasons a request did not finish, by code (0: it finished, or nothing known yet).
+REASONS = ("", REJECTED, DRAINED, STALLED)
+_REASON_CODE = {r: i for i, r in enumerate(REASONS)}
+
+
+class RequestLog:
+    """What happened to each request of a run, in arrays (one entry per workload row), so that a
+    run keeps no Python object per request once it is done.
+
+    Attributes:
+        prefill_start, first_token, finish: times (s; NaN until reached), float64, shape (n,).
+        preemptions: times preempted, int64, shape (n,).
+        reason: code into :data:`REASONS`, uint8, shape (n,).
+    """
+
+    __slots__ = ("first_token", "finish", "prefill_start", "preemptions", "reason")
+
+    def __init__(self, n: int):
+        self.prefill_start = np.full(n, np.nan)
+        self.first_token = np.full(n, np.nan)
+        self.finish = np.full(n, np.nan)
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.reason = np.zeros(n, dtype=np.uint8)
+
+    def record(self, r: Request) -> None:
+        """Copy ``r``'s timeline into row ``r.idx``."""
+        k = r.idx
+        if r.prefill_start is not None:
+            self.prefill_start[k] = r.prefill_start
+        if r.first_token is not None:
+            self.first_token[k] = r.first_token
+        if r.finish is not None:
+            self.finish[k] = r.finish
+        self.preemptions[k] = r.preemptions
+
+    def set_reason(self, k: int, reason: str) -> None:
+        """Row ``k`` did not finish because of ``reason`` (one of :data:`REASONS`).
+
+        Raises:
+            KeyError: an unknown reason.
+        """
+        self.reason[k] = _REASON_CODE[reason]
+
+    @classmethod
+    def of(cls, reqs: list[Request], reasons: list[str]) -> RequestLog:
+        """The log of ``reqs`` (every request of a workload, in workload order) and their
+        ``reasons`` ("" when none)."""
+        log = cls(len(reqs))
+        for r in reqs:
+            log.record(r)
+        for k, why in enumerate(reasons):
+            if why:
+                log.set_reason(k, why)
+        return log
+
+
 def request_table(reqs: list[Request], reasons: list[str], names, models, latency, gpu,
                   unfinished_reason: str, slo_base: str = "alone") -> pd.DataFrame:
-    """Build the per-request table (:data:`REQUEST_COLUMNS`) from the requests of a run.
+    """The per-request table (:data:`REQUEST_COLUMNS`) of a run from its :class:`Request`
+    objects (every request of the workload, in workload order) and ``reasons`` ("" when none):
+    :func:`log_table` of their :class:`RequestLog`, with the workload's columns taken from them.
+    """
+    n = len(reqs)
+    llm_idx = np.fromiter((r.llm for r in reqs), dtype=np.int64, count=n)
+    arrivals = np.fromiter((r.arrival for r in reqs), dtype=float, count=n)
+    prompts = np.fromiter((r.prompt for r in reqs), dtype=np.int64, count=n)
+    outputs = np.fromiter((r.output for r in reqs), dtype=np.int64, count=n)
+    return log_table(RequestLog.of(reqs, reasons), llm_idx, arrivals, prompts, outputs, names, models, latency,
+                     gpu, unfinished_reason, slo_base)
+
+
+def log_table(log: RequestLog, llm_idx: np.ndarray, arrivals: np.ndarray, prompts: np.ndarray,
+              outputs: np.ndarray, names, models, latency, gpu, unfinished_reason: str,
+              slo_base: str = "alone") -> pd.DataFrame:
+    """Build the per-request table (:data:`REQUEST_COLUMNS`) of a run.
 
     Args:
-        reqs: every request of the workload, in workload order.
-        reasons: per request, why it did not finish ("" when unknown yet); requests without a
-            finish time and without a reason get ``unfinished_reason``.
+        log: what happened to each request; rows without a finish time and without a reason
+            get ``unfinished_reason``.
+        llm_idx, arrivals, prompts, outputs: the workload's LLM index, arrival time (s), prompt
+            and output tokens per row, shape (n,).
         names, models: per LLM index.
         latency, gpu: the latency model and GPU kind for the SLO base latencies (without job
             overheads: an SLO is a fixed target, not a property of the system judged).
@@ -96,12 +167,28 @@ def request_table(reqs: list[Request], reasons: list[str], names, models, latenc
     """
     if slo_base not in SLO_BASES:
         raise ValueError(f"slo.base must be one of {', '.join(SLO_BASES)}; got {slo_base!r}")
-    llm_idx = np.fromiter((r.llm for r in reqs), dtype=np.int64, count=len(reqs))
-    prompts = np.fromiter((r.prompt for r in reqs), dtype=np.int64, count=len(reqs))
-    outputs = np.fromiter((r.output for r in reqs), dtype=np.int64, count=len(reqs))
-    df = _records(reqs, reasons, names, models, unfinished_reason)
-    alone = np.empty(len(reqs))
-    ref = np.empty(len(reqs))
+    n = len(llm_idx)
+    finished = ~np.isnan(log.finish)
+    code = log.reason.copy()
+    code[(code == 0) & ~finished] = _REASON_CODE[unfinished_reason]
+    name_arr = np.asarray(names, dtype=object)
+    model_arr = np.asarray([m.name for m in models], dtype=object)
+    df = pd.DataFrame({
+        "request_id": np.arange(n, dtype=np.int64),
+        "llm": name_arr[llm_idx] if n else np.asarray([], dtype=object),
+        "model": model_arr[llm_idx] if n else np.asarray([], dtype=object),
+        "arrival_s": np.asarray(arrivals, dtype=float),
+        "prefill_start_s": log.prefill_start,
+        "first_token_s": log.first_token,
+        "finish_s": log.finish,
+        "prompt_tokens": np.asarray(prompts, dtype=np.int64),
+        "output_tokens": np.asarray(outputs, dtype=np.int64),
+        "preemptions": log.preemptions,
+        "finished": finished,
+        "reason": np.asarray(REASONS, dtype=object)[code],
+    })
+    alone = np.empty(n)
+    ref = np.empty(n)
     for i, m in enumerate(models):
         sel = llm_idx == i
         if sel.any():
@@ -111,40 +198,3 @@ def request_table(reqs: list[Request], reasons: list[str], names, models, latenc
     df["slo_base_alone_s"] = alone
     df["slo_base_reference_s"] = ref
     return df
-
-
-def _records(reqs: list[Request], reasons: list[str], names, models, unfinished_reason: str) -> pd.DataFrame:
-    nan = math.nan
-    n = len(reqs)
-    ps = [nan] * n
-    ft = [nan] * n
-    fin = [nan] * n
-    pre = [0] * n
-    for k, r in enumerate(reqs):
-        if r.prefill_start is not None:
-            ps[k] = r.prefill_start
-        if r.first_token is not None:
-            ft[k] = r.first_token
-        if r.finish is not None:
-            fin[k] = r.finish
-        elif not reasons[k]:
-            reasons[k] = unfinished_reason
-        pre[k] = r.preemptions
-    llm_idx = np.fromiter((r.llm for r in reqs), dtype=np.int64, count=n)
-    name_arr = np.asarray(names, dtype=object)
-    model_arr = np.asarray([m.name for m in models], dtype=object)
-    fin_arr = np.asarray(fin)
-    return pd.DataFrame({
-        "request_id": np.arange(n, dtype=np.int64),
-        "llm": name_arr[llm_idx] if n else np.asarray([], dtype=object),
-        "model": model_arr[llm_idx] if n else np.asarray([], dtype=object),
-        "arrival_s": np.fromiter((r.arrival for r in reqs), dtype=float, count=n),
-        "prefill_start_s": np.asarray(ps, dtype=float),
-        "first_token_s": np.asarray(ft, dtype=float),
-        "finish_s": fin_arr,
-        "prompt_tokens": np.fromiter((r.prompt for r in reqs), dtype=np.int64, count=n),
-        "output_tokens": np.fromiter((r.output for r in reqs), dtype=np.int64, count=n),
-        "preemptions": np.asarray(pre, dtype=np.int64),
-        "finished": ~np.isnan(fin_arr),
-        "reason": np.asarray(reasons, dtype=object),
-    })

@@ -19,11 +19,12 @@ import pandas as pd
 from muxsim.catalog import GPUSpec, ModelSpec
 from muxsim.core.llm import LLMRuntime, Request
 from muxsim.core.placement import Placement
-from muxsim.core.records import DRAINED, STALLED, request_table
+from muxsim.core.records import DRAINED, STALLED, RequestLog, log_table, request_table
 from muxsim.core.settings import SchedulerConfig
 from muxsim.core.strategies import build_schedulers
 
-__all__ = ["RunSpec", "attach_curves", "placement_curves", "result_table", "stop_time", "workload_requests"]
+__all__ = ["RunSpec", "WorkloadColumns", "attach_curves", "log_result_table", "placement_curves", "result_table",
+           "stop_time", "workload_columns", "workload_requests"]
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,29 @@ class RunSpec:
                                 self.gpu, self.scheduler, self.seq_tokens)
 
 
-def workload_requests(workload: pd.DataFrame, names: Sequence[str]) -> tuple[list[Request], np.ndarray]:
-    """The workload as requests (request ``k`` is row ``k``; its ``llm`` is the index into
-    ``names``) and the row order by arrival (stable: ties keep workload order).
+@dataclass(frozen=True)
+class WorkloadColumns:
+    """A workload as arrays, one entry per row (request ``k`` is row ``k``).
+
+    Attributes:
+        llm: index into the run's LLM names, int64.
+        arrival: arrival time (s), float64.
+        prompt, output: prompt and output tokens, int64.
+        order: the rows by arrival (stable: ties keep workload order), int64.
+    """
+
+    llm: np.ndarray
+    arrival: np.ndarray
+    prompt: np.ndarray
+    output: np.ndarray
+    order: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.llm)
+
+
+def workload_columns(workload: pd.DataFrame, names: Sequence[str]) -> WorkloadColumns:
+    """The workload's columns as :class:`WorkloadColumns` (``llm`` indexes ``names``).
 
     Raises:
         ValueError: the workload names an LLM not in ``names``.
@@ -87,21 +108,34 @@ def workload_requests(workload: pd.DataFrame, names: Sequence[str]) -> tuple[lis
     unknown = set(workload["llm"].unique()) - set(index)
     if unknown:
         raise ValueError(f"workload names LLMs not in the config: {sorted(unknown)}")
-    llm_idx = workload["llm"].map(index).to_numpy()
+    llm_idx = workload["llm"].map(index).to_numpy(dtype=np.int64)
     arrivals = workload["arrival_s"].to_numpy(dtype=float)
     prompts = workload["prompt_tokens"].to_numpy(dtype=np.int64)
     outputs = workload["output_tokens"].to_numpy(dtype=np.int64)
-    order = np.argsort(arrivals, kind="stable")
+    return WorkloadColumns(llm_idx, arrivals, prompts, outputs, np.argsort(arrivals, kind="stable"))
+
+
+def workload_requests(workload: pd.DataFrame, names: Sequence[str]) -> tuple[list[Request], np.ndarray]:
+    """The workload as requests (request ``k`` is row ``k``; its ``llm`` is the index into
+    ``names``) and the row order by arrival (stable: ties keep workload order).
+
+    Raises:
+        ValueError: the workload names an LLM not in ``names``.
+    """
+    w = workload_columns(workload, names)
     reqs = [Request(k, li, a, p, o) for k, (li, a, p, o) in
-            enumerate(zip(llm_idx.tolist(), arrivals.tolist(), prompts.tolist(), outputs.tolist()))]
-    return reqs, order
+            enumerate(zip(w.llm.tolist(), w.arrival.tolist(), w.prompt.tolist(), w.output.tolist()))]
+    return reqs, w.order
 
 
-def stop_time(reqs: Sequence[Request], drain_limit_s: float | None) -> float:
+def stop_time(reqs: Sequence[Request] | WorkloadColumns, drain_limit_s: float | None) -> float:
     """When a run stops (s): ``drain_limit_s`` after the last arrival, or never (inf)."""
     if drain_limit_s is None:
         return math.inf
-    last = max((r.arrival for r in reqs), default=0.0)
+    if isinstance(reqs, WorkloadColumns):
+        last = float(reqs.arrival.max()) if len(reqs) else 0.0
+    else:
+        last = max((r.arrival for r in reqs), default=0.0)
     return last + drain_limit_s
 
 
@@ -130,3 +164,11 @@ def result_table(spec: RunSpec, reqs: list[Request], reasons: list[str]) -> pd.D
     return request_table(reqs, reasons, spec.names, spec.models,
                          spec.slo_latency if spec.slo_latency is not None else spec.latency, spec.gpu,
                          DRAINED if spec.drain_limit_s is not None else STALLED, spec.slo_base)
+
+
+def log_result_table(spec: RunSpec, log: RequestLog, w: WorkloadColumns) -> pd.DataFrame:
+    """:func:`result_table` of a run kept in a :class:`~muxsim.core.records.RequestLog` over
+    the workload's columns ``w``."""
+    return log_table(log, w.llm, w.arrival, w.prompt, w.output, spec.names, spec.models,
+                     spec.slo_latency if spec.slo_latency is not None else spec.latency, spec.gpu,
+                     DRAINED if spec.drain_limit_s is not None else STALLED, spec.slo_base)

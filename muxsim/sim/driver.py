@@ -12,17 +12,19 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import simpy
 from simpy.core import URGENT
 
-from muxsim.core.records import REJECTED
+from muxsim.core.llm import Request
+from muxsim.core.records import REJECTED, RequestLog
 from muxsim.core.replay import (
     RunSpec,
     attach_curves,
-    result_table,
+    log_result_table,
     stop_time,
-    workload_requests,
+    workload_columns,
 )
 from muxsim.core.schedulers import DECODE, PREFILL
 
@@ -36,7 +38,9 @@ class SimResult:
     Attributes:
         requests: per-request table with :data:`muxsim.core.records.REQUEST_COLUMNS`.
         sim_time_s: simulated time at the end (s).
-        n_jobs: prefill and decode jobs run.
+        n_jobs: prefill jobs and decode iterations run.
+        n_completions: job completions the driver processed one by one (fewer than ``n_jobs``
+            when decode iterations ran on as one job; ``fuse_decodes``).
         latency_sources: per model name, ``"fitted"`` or ``"roofline"`` for the curves used.
     """
 
@@ -44,6 +48,7 @@ class SimResult:
     sim_time_s: float
     n_jobs: int
     latency_sources: dict[str, str]
+    n_completions: int = 0
 
 
 def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes: bool = True) -> SimResult:
@@ -72,27 +77,31 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
     """
     scheds, runtimes = spec.build()
     sources = attach_curves(runtimes, spec.latency, spec.gpu)
-    reqs, order = workload_requests(spec.workload, spec.names)
-    reasons = [""] * len(reqs)
+    w = workload_columns(spec.workload, spec.names)
+    n = len(w)
+    # Per request, arrays only (RequestLog); a Request object lives from its arrival until it
+    # finishes, so memory follows the requests in the system, not the workload.
+    log = RequestLog(n)
+    live: list = [None] * n
 
     env = simpy.Environment()
     n_jobs = 0
-    mesh_of = [rt.mesh for rt in runtimes]
+    mesh_of = np.asarray([rt.mesh for rt in runtimes], dtype=np.int64)
     n_meshes = len(scheds)
-    # Per mesh: its arrival times in order and how many have arrived. Meshes share nothing, so
-    # a mesh's own job completions can be processed ahead of the SimPy clock up to its next
-    # arrival (see advance).
-    mesh_arrivals: list[list[float]] = [[] for _ in range(n_meshes)]
-    for k in order.tolist():
-        mesh_arrivals[mesh_of[reqs[k].llm]].append(reqs[k].arrival)
-    for a in mesh_arrivals:
-        a.append(math.inf)
+    # Per mesh: its arrival times in order, how many have arrived and the next one (s). Meshes
+    # share nothing, so a mesh's jobs can be processed ahead of the SimPy clock up to its next
+    # arrival (complete_until).
+    by_mesh = mesh_of[w.llm[w.order]] if n else np.zeros(0, dtype=np.int64)
+    sorted_arrivals = w.arrival[w.order]
+    mesh_arrivals = [np.append(sorted_arrivals[by_mesh == m], math.inf) for m in range(n_meshes)]
     arrived = [0] * n_meshes
+    nxt = [float(a[0]) for a in mesh_arrivals]
+    mesh_of = mesh_of.tolist()
     # heap of (end time, start of its last iteration, seq, job) in flight
     local: list[list] = [[] for _ in range(n_meshes)]
     wakeups: list[list[float]] = [[] for _ in range(n_meshes)]  # pending SimPy wake-up times
     seq = itertools.count()
-    stop_at = stop_time(reqs, spec.drain_limit_s)
+    stop_at = stop_time(w, spec.drain_limit_s)
 
     def start(m: int, jobs, t: float) -> None:
         nonlocal n_jobs
@@ -112,7 +121,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             # more iteration before the next arrival (a cheap test before the real checks)
             first = h[0]
             if first[3].kind == DECODE and t < first[0]:
-                room = min(mesh_arrivals[m][arrived[m]], stop_at) - first[0]
+                room = min(nxt[m], stop_at) - first[0]
                 if room > 0 and room >= first[0] - first[1]:
                     extend(m, t)
 
@@ -131,7 +140,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
         nonlocal n_jobs
         h = local[m]
         sched = scheds[m]
-        bound = min(mesh_arrivals[m][arrived[m]], stop_at)
+        bound = min(nxt[m], stop_at)
         if len(h) == 1:  # one job in flight, the usual case: no other chain to keep apart
             e = h[0]
             job = e[3]
@@ -224,21 +233,25 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
         return j, last, end
 
     last_end = 0.0  # the latest job end processed (s)
+    n_done = 0  # completions processed
 
     def complete_until(m: int, t: float) -> None:
         """Complete mesh ``m``'s jobs that end at or before ``t`` (s), in end order, starting what
         its scheduler asks for after each. A job that ends exactly when a request arrives ends
         first (in both modes)."""
-        nonlocal last_end
+        nonlocal last_end, n_done
         h = local[m]
         if not h or h[0][0] > t:
             return
         sched = scheds[m]
         while h and h[0][0] <= t:
             end, _, _, job = heapq.heappop(h)
-            sched.complete(job, end)
+            for r in sched.complete(job, end):
+                log.record(r)
+                live[r.idx] = None
             start(m, sched.schedule(end), end)
             last_end = end
+            n_done += 1
 
     def arm(m: int) -> None:
         """Event-by-event mode: make sure a SimPy wake-up waits for mesh ``m``'s next job end.
@@ -261,24 +274,29 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
         arm(m)
 
     def arrive():
-        for k in order.tolist():
-            r = reqs[k]
-            t = r.arrival
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            m = mesh_of[r.llm]
-            if fast_forward:
-                # Meshes share nothing: a mesh's jobs need processing only up to its next
-                # arrival, so the SimPy clock walks the arrivals alone.
-                complete_until(m, t)
-            arrived[m] += 1
-            sched = scheds[m]
-            if not sched.add(r):
-                reasons[k] = REJECTED
-                continue
-            start(m, sched.schedule(t), t)
-            if not fast_forward:
-                arm(m)
+        chunk = 1 << 16  # rows turned into Python values at a time
+        for c in range(0, n, chunk):
+            rows = w.order[c:c + chunk]
+            for k, li, t, p, o in zip(rows.tolist(), w.llm[rows].tolist(), w.arrival[rows].tolist(),
+                                      w.prompt[rows].tolist(), w.output[rows].tolist()):
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                m = mesh_of[li]
+                if fast_forward:
+                    # Meshes share nothing: a mesh's jobs need processing only up to its next
+                    # arrival, so the SimPy clock walks the arrivals alone.
+                    complete_until(m, t)
+                i = arrived[m] = arrived[m] + 1
+                nxt[m] = float(mesh_arrivals[m][i])
+                sched = scheds[m]
+                r = Request(k, li, t, p, o)
+                if not sched.add(r):
+                    log.set_reason(k, REJECTED)
+                    continue
+                live[k] = r
+                start(m, sched.schedule(t), t)
+                if not fast_forward:
+                    arm(m)
 
     env.process(arrive())
     if spec.drain_limit_s is None:
@@ -292,9 +310,13 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             while h and h[0][0] < stop_at:
                 complete_until(m, h[0][0])
 
-    df = result_table(spec, reqs, reasons)
+    for r in live:
+        if r is not None:
+            log.record(r)
+    live.clear()
+    df = log_result_table(spec, log, w)
     # the SimPy clock stops at the last arrival (or the drain limit); meshes run on from there
     end = float(env.now) if spec.drain_limit_s is not None else max(float(env.now), last_end)
-    return SimResult(df, end, n_jobs, sources)
+    return SimResult(df, end, n_jobs, sources, n_done)
 
 
