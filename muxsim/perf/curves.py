@@ -69,6 +69,9 @@ from muxsim.perf.roofline import RooflineCurve
 
 __all__ = ["FittedCurve", "FittedLatencyModel"]
 
+# Decode runs at least this long are computed with NumPy (below it the loop is cheaper).
+_VECTOR_STEPS = 48
+
 # The per-SM-share factor caches are cleared at this size, so that a caller sweeping
 # continuous shares cannot grow them without bound.
 _CACHE_LIMIT = 4096
@@ -323,6 +326,26 @@ class FittedCurve(LatencyCurve):
                 t += y * f * e[2]
         return t * 1e-3
 
+    def _vector_steps(self, tc, batch, ctx_tokens, n, end, bound, dispatch_s, extra, g):
+        """Up to ``n`` iterations of :meth:`decode_steps`'s loop in NumPy: (added, last start,
+        last end). Stops at the first end >= ``bound``; added == n when none reached it."""
+        ctx = ctx_tokens + batch * np.arange(1, n + 1, dtype=np.int64)
+        x = self._d_al * ctx / float(batch)
+        y = self._d_be * ctx
+        xy = x > y
+        r = np.where(xy, y / np.where(xy, x, 1.0), x / np.where(y > 0.0, y, 1.0))
+        # the smooth-max factor as the loop takes it: one power per distinct ratio (memoised)
+        uniq, inv = np.unique(r, return_inverse=True)
+        memo = self._smax
+        f = np.array([memo.get(v) or self._smax_of(v) for v in uniq.tolist()])[inv]
+        term = np.where(xy, x * f * g, np.where(y > 0.0, y * f * g, 0.0))
+        t = tc + term
+        d = t * 1e-3 if dispatch_s is None else t * 1e-3 + dispatch_s + extra
+        ends = np.add.accumulate(np.concatenate(([end], d)))  # sequential, like end += d
+        m = int(np.searchsorted(ends, bound, side="left"))
+        j = min(n, m)
+        return j, float(ends[j - 1]), float(ends[j])
+
     def _smax_of(self, r: float) -> float:
         """``(1 + r^k_attn)^(1/k_attn)``, the attention smooth max's factor, memoised: along a
         decode the ratio of its two terms takes few distinct floats (it is constant up to
@@ -357,6 +380,20 @@ class FittedCurve(LatencyCurve):
         memo = self._smax
         extra = per_seq_s * batch
         j = 0
+        if k >= _VECTOR_STEPS:
+            # A long run (a cold LLM decoding alone): iterations at least as long as the next
+            # one fit at most (bound - end) / d of them before the bound; NumPy computes them with
+            # the same IEEE operations in the same order (the running sum included), so the
+            # times are the loop's to the bit.
+            nxt = ctx_tokens + batch
+            x = al * nxt / b
+            y = be * nxt
+            t = tc + (x * self._smax_of(y / x) * g if x > y else y * self._smax_of(x / y) * g if y > 0.0 else 0.0)
+            d = t * 1e-3 if dispatch_s is None else t * 1e-3 + dispatch_s + extra
+            n = k if bound == math.inf else min(k, int((bound - end) / d) + 2)
+            if n >= _VECTOR_STEPS:
+                j, last, end = self._vector_steps(tc, batch, ctx_tokens, n, end, bound, dispatch_s, extra, g)
+                ctx_tokens += batch * j
         while j < k and end < bound:
             last = end
             ctx_tokens += batch

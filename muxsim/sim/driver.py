@@ -17,6 +17,7 @@ import pandas as pd
 import simpy
 from simpy.core import URGENT
 
+from muxsim.catalog import KV_BLOCK_TOKENS
 from muxsim.core.llm import Request
 from muxsim.core.records import REJECTED, RequestLog
 from muxsim.core.replay import (
@@ -196,13 +197,15 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             # Several chains interleave: their blocks must all fit (then every allocation
             # succeeds in any order), and the last restart must be unique (a policy may
             # remember it).
-            need = 0
+            most = 0  # an upper bound of the blocks they take: each request one per 32 iterations
             for p in plans:
                 if p[0] >= bound:  # computed before the bound came down: again, to the new bound
                     e = p[5]
                     p[4], p[0], p[1] = steps(p[3], p[6], e[1], e[0], bound)
-                need += p[3].llm.decode_blocks(p[4])
-            if need > sched.pool.free:
+                llm = p[3].llm
+                most += (p[4] // KV_BLOCK_TOKENS + 1) * len(llm.running) * llm.bps
+            free = sched.pool.free
+            if most > free and sum(p[3].llm.decode_blocks(p[4]) for p in plans) > free:
                 return
             plans.sort(key=lambda p: p[0])
             if plans[-1][0] == plans[-2][0]:
