@@ -84,8 +84,8 @@ def test_decode_runs_are_exact(strategy, pressure, drain, latency):
                               method="explicit")
     ref, fast = _same(_spec(placement, strategy, wl, latency, cfg, drain))
     # fewer events, though not many fewer on this busy mesh (arrivals every 40 ms keep runs
-    # short); the cold meshes below show the long runs
-    assert fast.n_completions < 0.9 * ref.n_jobs, (fast.n_completions, ref.n_jobs)
+    # short, and the driver then tries less often); the cold meshes below show the long runs
+    assert fast.n_completions < ref.n_jobs, (fast.n_completions, ref.n_jobs)
     if pressure and drain is None and strategy != "spatial":
         assert ref.requests.preemptions.sum() > 0
     if drain is not None:

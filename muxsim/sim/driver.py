@@ -103,6 +103,8 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
     wakeups: list[list[float]] = [[] for _ in range(n_meshes)]  # pending SimPy wake-up times
     seq = itertools.count()
     stop_at = stop_time(w, spec.drain_limit_s)
+    misses = [0] * n_meshes  # per mesh, for how often to try running decodes ahead (start)
+    backoff = [0] * n_meshes
 
     def start(m: int, jobs, t: float) -> None:
         nonlocal n_jobs
@@ -124,9 +126,18 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             if first[3].kind == DECODE and t < first[0]:
                 room = min(nxt[m], stop_at) - first[0]
                 if room > 0 and room >= first[0] - first[1]:
-                    extend(m, t)
+                    # A busy mesh rarely lets a decode run on; after each fruitless try skip
+                    # twice as many chances (up to 31). When to try changes no result: every
+                    # run ahead is exact, and a skipped chance only means completions one by one.
+                    if backoff[m]:
+                        backoff[m] -= 1
+                    elif extend(m, t):
+                        misses[m] = 0
+                    else:
+                        misses[m] = min(2 * misses[m] + 1, 31)
+                        backoff[m] = misses[m]
 
-    def extend(m: int, t: float) -> None:
+    def extend(m: int, t: float) -> bool:
         """Called when the job that ends first on mesh ``m`` is a decode (else nothing can run
         on). Run ahead the decodes in flight on mesh ``m`` whose completions would change nothing
         but their own LLM's counters (their scheduler's decode_run says so), as long as each
@@ -137,7 +148,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
         one as the event-by-event run adds them, so all times are identical.
 
         Heap entries carry the start of a job's last iteration: for ends that tie, event by
-        event the job pushed later pops later."""
+        event the job pushed later pops later. Returns whether any decode ran ahead."""
         nonlocal n_jobs
         h = local[m]
         sched = scheds[m]
@@ -158,7 +169,8 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
                     sched.skip_decodes(job, j)
                     n_jobs += j
                     h[0] = (end, last, e[2], job)
-            return
+                    return True
+            return False
         cands = []
         for e in h:
             if e[3].kind == DECODE and e[0] > t:
@@ -167,7 +179,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
                 bound = e[0]
         runs = sched.decode_runs([e[3] for e in cands])
         if runs is None:
-            return
+            return False
         chains = []
         for e, (k, until) in zip(cands, runs):
             if k:
@@ -192,7 +204,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
                 if j:
                     plans.append([last, end, sq, job, j, e, k])
         if not plans:
-            return
+            return False
         if len(plans) > 1:
             # Several chains interleave: their blocks must all fit (then every allocation
             # succeeds in any order), and the last restart must be unique (a policy may
@@ -206,10 +218,10 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
                 most += (p[4] // KV_BLOCK_TOKENS + 1) * len(llm.running) * llm.bps
             free = sched.pool.free
             if most > free and sum(p[3].llm.decode_blocks(p[4]) for p in plans) > free:
-                return
+                return False
             plans.sort(key=lambda p: p[0])
             if plans[-1][0] == plans[-2][0]:
-                return
+                return False
         for last, end, sq, job, j, e, _ in plans:
             if not j:
                 continue
@@ -218,6 +230,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             h.remove(e)
             h.append((end, last, sq, job))
         heapq.heapify(h)
+        return True
 
     def steps(job, k: int, last: float, end: float, bound: float):
         """Up to ``k`` iterations after ``job``'s current one (which started at ``last`` and ends
