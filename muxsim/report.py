@@ -30,8 +30,13 @@ import yaml  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from muxsim.metrics import ALL_LLMS, attainment_column, base_attainment_column, sweep_columns  # noqa: E402
 from muxsim.files import atomic_file  # noqa: E402
+from muxsim.metrics import (  # noqa: E402
+    ALL_LLMS,
+    attainment_column,
+    base_attainment_column,
+    sweep_columns,
+)
 
 __all__ = [
     "OUTPUT_FILES",
@@ -419,7 +424,7 @@ def plot_slo_attainment(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def write_outputs(
-    requests_df: pd.DataFrame,
+    requests_df: pd.DataFrame | Callable[[Path], None],
     summary: pd.DataFrame,
     ratios: pd.DataFrame | None,
     out_dir: str | os.PathLike,
@@ -431,7 +436,8 @@ def write_outputs(
 ) -> list[Path]:
     """Write a run's outputs into an existing (staging) directory.
 
-    Files (:data:`OUTPUT_FILES`): ``requests.parquet`` (``requests_df`` as given, no index),
+    Files (:data:`OUTPUT_FILES`): ``requests.parquet`` (``requests_df`` as given, no index, or
+    written by ``requests_df`` when it is a function),
     ``summary.parquet`` and ``summary.csv``, ``ratios.csv``, ``config.resolved.yaml``
     (``resolved_config`` through :func:`yaml.safe_dump`, keys sorted), ``throughput.png``
     (:func:`plot_throughput` against ``plot_x``), ``slo_attainment.png``,
@@ -442,7 +448,10 @@ def write_outputs(
     place.
 
     Args:
-        requests_df: the request table (one row per request).
+        requests_df: the request table (one row per request), or a function that writes it as
+            Parquet to the path it is given (a temporary name, then moved into place), so that
+            a caller can stream a table too large to hold
+            (:meth:`muxsim.experiment.results.RequestStore.write_parquet`).
         summary: output of :func:`muxsim.metrics.summarize`.
         ratios: output of :func:`muxsim.metrics.ratios`, or ``None`` (a single strategy): then
             ``ratios.csv`` holds only the header ``cell,metric``, so the file set stays fixed.
@@ -494,7 +503,8 @@ def write_outputs(
     if ratios is None:
         ratios = pd.DataFrame(columns=["cell", "metric"])
     writers: dict[str, Callable[[Path], None]] = {
-        "requests.parquet": lambda tmp: requests_df.to_parquet(tmp, index=False, engine="pyarrow"),
+        "requests.parquet": (requests_df if callable(requests_df)
+                             else lambda tmp: requests_df.to_parquet(tmp, index=False, engine="pyarrow")),
         "summary.parquet": lambda tmp: summary.to_parquet(tmp, index=False, engine="pyarrow"),
         "summary.csv": lambda tmp: summary.to_csv(tmp, index=False, lineterminator="\n"),
         "ratios.csv": lambda tmp: ratios.to_csv(tmp, index=False, lineterminator="\n"),

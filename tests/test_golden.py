@@ -1,6 +1,7 @@
 """The restructuring of issue 11 is behaviour-preserving: a reduced zipf_alpha run writes the
 same outputs as the code before it did (digests in tests/golden/reduced_runs.json, made by
-tests/golden/outputs.py on the commit before the restructuring)."""
+tests/golden/outputs.py on the commit before the restructuring; the Parquet schema digests were
+added on commit 6675171, whose outputs matched those digests byte for byte)."""
 
 import json
 import sys
@@ -23,9 +24,13 @@ def test_reduced_zipf_alpha_outputs_are_unchanged(tmp_path):
     for name, d in want["files"].items():
         g = got["files"][name]
         if name.endswith(".parquet"):
+            # By content, never by bytes: the same table (schema, column names, dtypes, every
+            # value, in order) is the same result, while the bytes also record how its rows
+            # were cut into row groups and which library wrote them. requests.parquet is now
+            # streamed one run at a time (a row group or more per run, issue 13 item 3), so its
+            # bytes differ from the one-shot write's even on the same pyarrow.
             assert g["content"] == d["content"], name
-            if same["pyarrow"] and same["pandas"]:
-                assert g["bytes"] == d["bytes"], name
+            assert g["schema"] == d["schema"], name
         elif name.endswith(".png"):
             if same["matplotlib"]:
                 assert g["bytes"] == d["bytes"], name

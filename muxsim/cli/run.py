@@ -74,6 +74,7 @@ def run(
             run_experiment,
         )
         from muxsim.experiment.ray_executor import ExecutorError
+        from muxsim.experiment.results import request_store
 
         reset_consoles()
         if address is not None and executor is not Executor.ray:
@@ -87,16 +88,22 @@ def run(
         cells = cfg.cells()
         total = len(cells) * (len(placement_kinds(cfg)) + len(cfg.strategies))
         t0 = time.perf_counter()
-        with common.progress_bar() as bar:
-            task = bar.add_task(f"{cfg.name}: {len(cells)} cells x {len(cfg.strategies)} strategies", total=total)
-            try:
-                plans, runs = run_experiment(cfg, jobs=jobs, executor=executor.value, address=address,
-                                             progress=lambda label: bar.update(task, advance=1, description=label))
-            except ExecutorError as e:
-                raise Fail(f"--executor ray: {e}") from None
-        wall = time.perf_counter() - t0
-        res = experiment_results(cfg, plans, runs)
-        res.write(out_dir)
+        # Each run's request table goes to a Parquet file as it arrives and is dropped, so this
+        # process holds one run's table at a time, not the whole experiment's; the files sit in
+        # the output's staging folder (removed however this ends, and by the next run to the
+        # same output if this process is killed) and requests.parquet is streamed from them.
+        with staged_folder(out_dir) as staging, request_store(cfg, staging / ".runs") as store:
+            with common.progress_bar() as bar:
+                task = bar.add_task(f"{cfg.name}: {len(cells)} cells x {len(cfg.strategies)} strategies", total=total)
+                try:
+                    plans, runs = run_experiment(cfg, jobs=jobs, executor=executor.value, address=address,
+                                                 progress=lambda label: bar.update(task, advance=1, description=label),
+                                                 on_run=store.add)
+                except ExecutorError as e:
+                    raise Fail(f"--executor ray: {e}") from None
+            wall = time.perf_counter() - t0
+            res = experiment_results(cfg, plans, runs, store)
+            res.write_into(staging)
         con = common.console
         report.print_report(res.summary, res.ratios, console=con)
         if res.roofline:

@@ -18,7 +18,8 @@ __all__ = ["run_experiment"]
 
 def run_experiment(cfg: ExperimentConfig, jobs: int = 1,
                    progress: Callable[[str], None] | None = None, executor: str = "process",
-                   address: str | None = None) -> tuple[list[CellPlan], list[CellRun]]:
+                   address: str | None = None,
+                   on_run: Callable[[int, CellRun], CellRun] | None = None) -> tuple[list[CellPlan], list[CellRun]]:
     """Plan the experiment and simulate every cell under every strategy.
 
     Args:
@@ -30,12 +31,19 @@ def run_experiment(cfg: ExperimentConfig, jobs: int = 1,
             optional extra ``muxsim[ray]``); see :func:`~muxsim.experiment.tasks.worker_pool`.
         address: executor ``"ray"``: an existing cluster's address (None: a local instance
             started for the run and shut down after it).
+        on_run: called as ``on_run(k, run)`` in this process as each run arrives (in completion
+            order; ``k`` its index in the returned list); what it returns is kept in place of
+            the run. :meth:`muxsim.experiment.results.RequestStore.add` writes the run's request
+            table away and returns the run without it, so that this process holds one run's
+            table at a time rather than every run's (None: keep every run as it came).
 
     Returns:
-        (the plan, one :class:`CellRun` per (cell, strategy) in cell then config strategy order).
+        (the plan, one :class:`CellRun` per (cell, strategy) in cell then config strategy order,
+        as ``on_run`` returned them).
 
     Raises:
         muxsim.core.placement.PlacementError, ValueError: infeasible placement or bad input.
+        Whatever ``on_run`` raises (the remaining tasks are then stopped).
         ModuleNotFoundError: executor ``"ray"`` without ray installed.
         muxsim.experiment.ray_executor.ExecutorError: Ray failed to start or to connect.
         Any exception (KeyboardInterrupt included) propagates after the workers are stopped.
@@ -49,7 +57,9 @@ def run_experiment(cfg: ExperimentConfig, jobs: int = 1,
                  for p in plans for s in cfg.strategies]
         # longest cells first keeps the workers busy to the end
         order = sorted(range(len(tasks)), key=lambda k: -len(tasks[k].workload))
-        done = map_tasks(ex, run_cell, [tasks[k] for k in order], tick, lambda t: t.label)
+        # map_tasks numbers tasks by their place in `order`; on_run gets the run's own index
+        keep = None if on_run is None else (lambda j, r: on_run(order[j], r))
+        done = map_tasks(ex, run_cell, [tasks[k] for k in order], tick, lambda t: t.label, keep)
     runs = [None] * len(tasks)
     for k, r in zip(order, done):
         runs[k] = r

@@ -151,27 +151,40 @@ def worker_pool(jobs: int, executor: str = "process",
 
 
 def map_tasks(ex: Executor | RayExecutor | None, fn: Callable, tasks: Sequence, tick: Callable[[str], None],
-              label: Callable[[object], str]) -> list:
+              label: Callable[[object], str], on_result: Callable[[int, object], object] | None = None) -> list:
     """``fn`` over ``tasks`` in ``ex`` (or in this process when None), results in task order;
     ``tick(label(task))`` after each task ends.
 
+    Args:
+        on_result: called as ``on_result(k, result)`` as soon as task ``k``'s result arrives (in
+            completion order, in this process, before ``tick``); what it returns is kept in
+            place of the result. A caller that writes each result away and returns something
+            small (:meth:`muxsim.experiment.results.RequestStore.add`) then holds one result at
+            a time, not all of them: this function keeps no other reference to a result once
+            ``on_result`` has returned. (The process pool keeps none either; the Ray executor
+            keeps every future it made, results included, until it ends.)
+
     Raises:
-        whatever ``fn`` raises for the first failing task (in completion order); the other
-        tasks are cancelled when not started yet (stopping those running is the pool owner's
-        business: :func:`worker_pool` does it).
+        whatever ``fn`` (or ``on_result``) raises for the first failing task (in completion
+        order); the other tasks are cancelled when not started yet (stopping those running is
+        the pool owner's business: :func:`worker_pool` does it).
     """
+    keep = on_result or (lambda k, r: r)
     if ex is None:
         out = []
-        for t in tasks:
-            out.append(fn(t))
+        for k, t in enumerate(tasks):
+            out.append(keep(k, fn(t)))
             tick(label(t))
         return out
     futs = {ex.submit(fn, t): k for k, t in enumerate(tasks)}
     out = [None] * len(tasks)
     try:
         for f in as_completed(futs):
-            k = futs[f]
-            out[k] = f.result()
+            # popped: a finished future holds its result, and this dict would otherwise keep
+            # every result alive to the end (as_completed drops its own references)
+            k = futs.pop(f)
+            out[k] = keep(k, f.result())
+            del f
             tick(label(tasks[k]))
     except BaseException:
         for f in futs:

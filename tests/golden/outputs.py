@@ -3,10 +3,12 @@ no output (issue 11: behaviour-preserving, byte-identical for the same config an
 
 ``python tests/golden/outputs.py`` (from the repository root) runs the reduced experiments and
 writes ``tests/golden/reduced_runs.json``; ``tests/test_golden.py`` runs it again and compares.
-Text outputs (CSV, JSON, YAML) are compared byte for byte. Parquet and PNG files carry the
-writing library's version in their bytes, so they are compared byte for byte when pyarrow and
-matplotlib are the versions the digests were made with, else Parquet by content (column names,
-dtypes and every value) and PNG not at all.
+Text outputs (CSV, JSON, YAML) are compared byte for byte. Parquet files are compared by
+content: their Arrow schema (column names and types) and the table they decode to (column
+names, pandas dtypes and every value, in order); their bytes also hold the writer's version and
+how the rows were cut into row groups, neither of which is a result. PNG files carry
+matplotlib's version, so they are compared byte for byte when matplotlib is the version the
+digests were made with, else not at all.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,9 +84,16 @@ def _content(path: Path) -> str:
     return h.hexdigest()
 
 
+def _schema(path: Path) -> str:
+    """Digest of a Parquet file's Arrow schema: names, types and nullability in order, without
+    the key-value metadata (which holds the writing library's version)."""
+    text = pq.read_schema(path).remove_metadata().to_string(show_field_metadata=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def digests(outs: dict[str, Path]) -> dict:
-    """{"versions": ..., "files": {"<run>/<file>": {"bytes": sha256, "content": sha256
-    (Parquet)}}}."""
+    """{"versions": ..., "files": {"<run>/<file>": {"bytes": sha256, "content": sha256,
+    "schema": sha256 (both Parquet only)}}}."""
     import matplotlib
     import pyarrow
 
@@ -94,6 +104,7 @@ def digests(outs: dict[str, Path]) -> dict:
                 d = {"bytes": hashlib.sha256(f.read_bytes()).hexdigest()}
                 if f.suffix == ".parquet":
                     d["content"] = _content(f)
+                    d["schema"] = _schema(f)
                 files[f"{name}/{f.relative_to(out)}"] = d
     return {"versions": {"pyarrow": pyarrow.__version__, "matplotlib": matplotlib.__version__,
                          "pandas": pd.__version__}, "files": files}
