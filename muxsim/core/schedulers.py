@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 
-from muxsim.catalog import KV_BLOCK_TOKENS
 from muxsim.core.llm import LLMRuntime, Request
 from muxsim.core.resources import KVBlockPool, SMUnits, units_for_share
 
@@ -154,7 +153,7 @@ class MeshScheduler(ABC):
         if llm.n_active >= max_seqs:
             return False
         r = llm.waiting[0]
-        return -(-(r.prompt + r.done) // KV_BLOCK_TOKENS) * llm.bps <= self.pool.free
+        return llm.blocks_per_seq(r.prompt + r.done) <= self.pool.free
 
     def _prefill_job(self, llm: LLMRuntime, batch: list[Request], pct: float, units: int) -> Job:
         llm.prefill_busy = True
@@ -270,8 +269,6 @@ class ADBSScheduler(MeshScheduler):
             return 0, -math.inf
         sm = self.sm
         free_units = sm.capacity - (sm.in_use - job.units)  # as at the completion of job
-        if free_units < job.units:
-            return 0, -math.inf
         for i, x in enumerate(self.llms):
             if (x is not llm and not x.decode_busy and (x.running or x.pending)
                     and (self.overlap_phases or not x.prefill_busy) and self._dec_units[i] <= free_units):
@@ -497,6 +494,25 @@ class FCFSScheduler(MeshScheduler):
             self._prefill_running = False
         return super().complete(job, now)
 
+    def _prefill_pick(self) -> tuple[LLMRuntime | None, list[int]]:
+        """The LLM whose oldest waiting request came first among those that may start a prefill
+        (sequence cap, and no KV wait since the pool last freed blocks), and the slots whose
+        KV wait blocks were freed since (the wait ends: they may be picked)."""
+        pick = None
+        cleared = []
+        freed = self.pool.freed
+        for llm in self.llms:
+            if not llm.waiting or llm.n_active >= self.max_num_seqs:
+                continue
+            w = self._kv_wait[llm.slot]
+            if w is not None:
+                if w == freed:
+                    continue  # still waiting for blocks
+                cleared.append(llm.slot)
+            if pick is None or llm.waiting[0].arrival < pick.waiting[0].arrival:
+                pick = llm
+        return pick, cleared
+
     def decode_run(self, job):
         # As the other policies': at each completion of job.llm's decode the same LLM must come
         # first among those ready to decode (their oldest running requests do not change), and
@@ -506,17 +522,9 @@ class FCFSScheduler(MeshScheduler):
         free_units = sm.capacity - (sm.in_use - job.units)
         pool = self.pool
         if not self._prefill_running:
-            pick = None
-            for x in self.llms:
-                if not x.waiting or x.n_active >= self.max_num_seqs:
-                    continue
-                w = self._kv_wait[x.slot]
-                if w is not None:
-                    if w == pool.freed:
-                        continue
-                    return 0, -math.inf  # the next call would clear the wait
-                if pick is None or x.waiting[0].arrival < pick.waiting[0].arrival:
-                    pick = x
+            pick, cleared = self._prefill_pick()
+            if cleared:
+                return 0, -math.inf  # the next call would clear a KV wait
             if pick is not None and self._pf_units <= free_units:
                 return 0, -math.inf  # it would try a prefill
         first = (llm.oldest_running_arrival(), llm.slot)
@@ -536,17 +544,9 @@ class FCFSScheduler(MeshScheduler):
         pool = self.pool
         jobs: list[Job] = []
         if not self._prefill_running:
-            pick = None
-            for llm in self.llms:
-                if not llm.waiting or llm.n_active >= self.max_num_seqs:
-                    continue
-                w = self._kv_wait[llm.slot]
-                if w is not None:
-                    if w == pool.freed:
-                        continue  # still waiting for blocks
-                    self._kv_wait[llm.slot] = None
-                if pick is None or llm.waiting[0].arrival < pick.waiting[0].arrival:
-                    pick = llm
+            pick, cleared = self._prefill_pick()
+            for slot in cleared:
+                self._kv_wait[slot] = None
             if pick is not None and sm.try_acquire(self._pf_units):
                 batch = pick.admit(pool, self.max_prefill_tokens, self.max_num_seqs, now)
                 if batch:

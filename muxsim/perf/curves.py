@@ -301,14 +301,8 @@ class FittedCurve(LatencyCurve):
         e = self._dc.get(sm_pct)
         if e is None:
             e = self._decode_sm(sm_pct)
-        o = e[0]
         b = float(batch)
-        c = e[1] * b
-        k = self._d_k
-        if c > o:
-            t = c * (1.0 + (o / c) ** k) ** self._d_invk
-        else:
-            t = o * (1.0 + (c / o) ** k) ** self._d_invk
+        t = self._decode_fixed_ms(e, b)
         if ctx_tokens > 0:
             x = self._d_al * ctx_tokens / b
             y = self._d_be * ctx_tokens
@@ -346,6 +340,16 @@ class FittedCurve(LatencyCurve):
         j = min(n, m)
         return j, float(ends[j - 1]), float(ends[j])
 
+    def _decode_fixed_ms(self, e: tuple[float, float, float], b: float) -> float:
+        """The part of a decode iteration (ms) that depends on the batch ``b`` alone, at the SM
+        factors ``e`` of :meth:`_decode_sm`: ``smax_k(O / g_o, c B / g_c)``."""
+        o = e[0]
+        c = e[1] * b
+        k = self._d_k
+        if c > o:
+            return c * (1.0 + (o / c) ** k) ** self._d_invk
+        return o * (1.0 + (c / o) ** k) ** self._d_invk
+
     def _smax_of(self, r: float) -> float:
         """``(1 + r^k_attn)^(1/k_attn)``, the attention smooth max's factor, memoised: along a
         decode the ratio of its two terms takes few distinct floats (it is constant up to
@@ -368,14 +372,8 @@ class FittedCurve(LatencyCurve):
         e = self._dc.get(sm_pct)
         if e is None:
             e = self._decode_sm(sm_pct)
-        o = e[0]
         b = float(batch)
-        c = e[1] * b
-        kk = self._d_k
-        if c > o:
-            tc = c * (1.0 + (o / c) ** kk) ** self._d_invk
-        else:
-            tc = o * (1.0 + (c / o) ** kk) ** self._d_invk
+        tc = self._decode_fixed_ms(e, b)
         al, be, g = self._d_al, self._d_be, e[2]
         memo = self._smax
         extra = per_seq_s * batch

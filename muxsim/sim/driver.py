@@ -1,8 +1,10 @@
 """SimPy driver: replays a workload through the policy core with job durations from a latency model.
 
-One SimPy process walks the arrivals; job ends are SimPy wake-ups that tell the mesh's scheduler
-that a job finished and ask it for the next jobs. Nothing about scheduling lives here: the
-driver only gives the policy core time.
+One SimPy process walks the arrivals; each mesh's job ends are processed up to its next arrival
+(meshes share nothing), telling the mesh's scheduler that a job finished and asking it for the
+next jobs; decode iterations that its scheduler says would follow one another untouched run as
+one job (:meth:`muxsim.core.schedulers.MeshScheduler.decode_run`). Nothing about scheduling
+lives here: the driver only gives the policy core time.
 """
 
 from __future__ import annotations
@@ -160,11 +162,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             if k:
                 if until < bound:
                     bound = until
-                if speed is None:
-                    j, last, end = job.llm.curve.decode_steps(job.n_seqs, job.n_tokens, job.sm_pct, k, e[1],
-                                                              e[0], bound)
-                else:
-                    j, last, end = steps(job, k, e[1], e[0], bound)
+                j, last, end = steps(job, k, e[1], e[0], bound)
                 if j:
                     sched.skip_decodes(job, j)
                     n_jobs += j
@@ -192,11 +190,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
         for e, k in chains:
             end, last, sq, job = e
             if end < bound:
-                if speed is None:
-                    j, last, end = job.llm.curve.decode_steps(job.n_seqs, job.n_tokens, job.sm_pct, k, last, end,
-                                                              bound)
-                else:
-                    j, last, end = steps(job, k, last, end, bound)
+                j, last, end = steps(job, k, last, end, bound)
                 # a chain that reaches its last allowed iteration before the bound ends there
                 # with a real completion: the others must stop before it
                 if j == k and end < bound:
