@@ -18,6 +18,15 @@ Sources (abbreviations used in the ``source`` fields):
 - ``muxsim-defined``: small models and a CPU "device" defined here for CPU validation runs.
 - GPU figures: NVIDIA A100 datasheet (2021, SXM4 80GB), NVIDIA H100 datasheet (SXM5),
   NVIDIA H200 datasheet (SXM); dense (not sparse) tensor-core FP16/BF16 throughput.
+- GPU-hour prices (:attr:`GPUSpec.usd_per_gpu_hour`, the cost columns of the summary): the
+  on-demand list price of an 8-GPU HGX instance on CoreWeave's public pricing page
+  (https://www.coreweave.com/pricing), divided by its 8 GPUs: the instance's CPU cores, memory
+  and local disk come with the GPUs and cannot be booked apart from them, so their price is
+  carried by the GPUs. One provider for every GPU kind, so that kinds compare on one price
+  list. These are list prices as published in 2025 and recalled when this catalog was
+  written, without access to the page then: they were not re-checked against it, list prices
+  change (AWS, for one, cut its P4/P5 on-demand prices in June 2025) and negotiated, reserved
+  or spot prices are lower. Set ``cluster.usd_per_gpu_hour`` to your own price.
 """
 
 from __future__ import annotations
@@ -124,6 +133,11 @@ class GPUSpec:
         fp16_flops: dense tensor-core FP16/BF16 FLOP/s.
         mem_bandwidth: memory bandwidth in bytes/s.
         source: datasheet the figures come from.
+        usd_per_gpu_hour: on-demand list price of one GPU for an hour (USD), None when no
+            public price applies (the CPU "device").
+        price_source: where the price comes from (URL, instance, how per-GPU was derived).
+        price_date: when the price was valid as published (``YYYY``: the year the listing was
+            seen, recalled, not checked to the month).
     """
 
     name: str
@@ -132,6 +146,9 @@ class GPUSpec:
     fp16_flops: float
     mem_bandwidth: float
     source: str
+    usd_per_gpu_hour: float | None = None
+    price_source: str = ""
+    price_date: str = ""
 
 
 def _m(name, layers, hidden, heads, kv, inter, vocab, params, min_gpus, weight, profile, source):
@@ -183,16 +200,25 @@ MODELS: dict[str, ModelSpec] = {
     ]
 }
 
+_COREWEAVE = "https://www.coreweave.com/pricing"
+
 GPUS: dict[str, GPUSpec] = {
     g.name: g
     for g in [
         # 81,920 MiB as reported by nvidia-smi for the 80 GB part.
+        # Prices: CoreWeave's 8-GPU HGX instance price / 8 (module docstring; not re-checked).
         GPUSpec("a100-80gb", 108, 80 * GIB, 312e12, 2.039e12,
-                "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB)"),
+                "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB)",
+                usd_per_gpu_hour=21.60 / 8, price_date="2025",
+                price_source=_COREWEAVE + ": NVIDIA HGX A100 80GB, 8 GPUs, $21.60/h on demand; / 8"),
         GPUSpec("h100-80gb", 132, 80 * GIB, 989.4e12, 3.35e12,
-                "NVIDIA H100 Tensor Core GPU datasheet (SXM5)"),
+                "NVIDIA H100 Tensor Core GPU datasheet (SXM5)",
+                usd_per_gpu_hour=49.24 / 8, price_date="2025",
+                price_source=_COREWEAVE + ": NVIDIA HGX H100, 8 GPUs, $49.24/h on demand; / 8"),
         GPUSpec("h200-141gb", 132, 141 * 10**9, 989.4e12, 4.8e12,
-                "NVIDIA H200 Tensor Core GPU datasheet (SXM)"),
+                "NVIDIA H200 Tensor Core GPU datasheet (SXM)",
+                usd_per_gpu_hour=50.44 / 8, price_date="2025",
+                price_source=_COREWEAVE + ": NVIDIA HGX H200, 8 GPUs, $50.44/h on demand; / 8"),
         # One CPU core holding single-thread partitions, for the CPU validation miniature: its
         # latency comes from calibration; the FLOP/s and bandwidth are nominal (an AVX2 core
         # at fp32, one DDR4 channel) and only feed the roofline fallback.

@@ -87,7 +87,16 @@ def _goodput_scale(summary: pd.DataFrame, where: str) -> float:
 def _fmt(value: float, spec: str, scale: float = 1.0) -> str:
     if value is None or not np.isfinite(value):
         return "inf" if value is not None and np.isinf(value) else "n/a"
-    return format(value * scale, spec)
+    v = value * scale
+    if spec == "sig":
+        # latencies (ms) and prices span orders of magnitude: 3 significant digits, no exponent
+        return format(v, ",.0f") if abs(v) >= 100 else format(v, ".1f") if abs(v) >= 10 else format(v, ".2f")
+    return format(v, spec)
+
+
+def _any_known(rows: pd.DataFrame, col: str) -> bool:
+    """Whether ``rows`` has column ``col`` with a value other than NaN (inf counts)."""
+    return col in rows.columns and bool(rows[col].notna().any())
 
 
 def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
@@ -96,10 +105,13 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
     Columns: cell, strategy; when the summary has them (:func:`muxsim.metrics.add_serving_columns`)
     the offered rate, the placement's estimate and the total throughput (sum of per-LLM
     throughputs, MuxServe's figure), all req/s, else muxsim's throughput (all requests / last
-    completion) and goodput (req/s); SLO attainment (%) at the goodput scale under the
-    summary's SLO base, and under each base the table carries; TTFT p99 (s), TPOT p99 (ms per
-    token); and -- from ``ratios`` -- the reference strategy's metric divided by this row's
-    (``n/a`` on the reference's own row; the first metric of ``ratios``).
+    completion) and goodput (req/s); the output token throughput (tok/s); SLO attainment (%) at
+    the goodput scale under the summary's SLO base, and under each base the table carries; the
+    attainment of the absolute SLOs (%, when set); p99 TTFT, TPOT and, when known, ITL (ms,
+    vLLM's ``p99_*_ms``); when the summary has them (:func:`muxsim.metrics.add_cost_columns`)
+    the cluster's cost (USD/h) and USD per million output tokens; and -- from ``ratios`` -- the
+    reference strategy's metric divided by this row's (``n/a`` on the reference's own row; the
+    first metric of ``ratios``). Unknown values print ``n/a``.
 
     Args:
         summary: output of :func:`muxsim.metrics.summarize` (default group columns).
@@ -112,7 +124,8 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
     rows = _overall(summary, "console_table")
     g = _goodput_scale(summary, "console_table")
     att = attainment_column(g)
-    _require(rows, ["goodput_rps", att, "ttft_p99_s", "tpot_p99_s"], "console_table")
+    _require(rows, ["goodput_rps", att, "output_throughput_tok_s", "p99_ttft_ms", "p99_tpot_ms"],
+             "console_table")
 
     ratio_of: dict[tuple[str, str], float] = {}
     reference = metric = None
@@ -139,18 +152,26 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
     cols: list[tuple[str, str, str, float]] = []  # (header, column, format, scale)
     if "total_throughput_rps" in rows.columns:
         # MuxServe's figures; muxsim's own throughput and goodput stay in summary.csv
-        cols += [("offered req/s", "rate_rps", ".1f", 1.0),
+        cols += [("offered req/s", "offered_rate_rps", ".1f", 1.0),
                  ("estimate req/s", "estimated_throughput_rps", ".1f", 1.0),
                  ("served req/s", "total_throughput_rps", ".1f", 1.0)]
     else:
         cols += [("throughput (req/s)", "throughput_rps", ".3f", 1.0),
                  (f"goodput@{g:g} (req/s)", "goodput_rps", ".3f", 1.0)]
+    cols += [("output tok/s", "output_throughput_tok_s", "sig", 1.0)]
     if bases:
         short_base = {"alone": "alone", "reference": "ref."}
         cols += [(f"SLO@{g:g} {short_base[b]}", base_attainment_column(b, g), ".1%", 1.0) for b in bases]
     else:
         cols += [(f"SLO attain. @{g:g}", att, ".1%", 1.0)]
-    cols += [("TTFT p99 s", "ttft_p99_s", ".1f", 1.0), ("TPOT p99 ms", "tpot_p99_s", ".0f", 1e3)]
+    if _any_known(rows, "slo_attainment_abs"):
+        cols += [("SLO abs.", "slo_attainment_abs", ".1%", 1.0)]
+    cols += [("p99 TTFT ms", "p99_ttft_ms", "sig", 1.0), ("p99 TPOT ms", "p99_tpot_ms", "sig", 1.0)]
+    if _any_known(rows, "p99_itl_ms"):
+        cols += [("p99 ITL ms", "p99_itl_ms", "sig", 1.0)]
+    if _any_known(rows, "cost_usd_per_hour"):
+        cols += [("USD/h", "cost_usd_per_hour", "sig", 1.0),
+                 ("USD/M out tok", "usd_per_million_output_tokens", "sig", 1.0)]
     for header, *_ in cols:
         table.add_column(header, justify="right")
     if reference is not None:

@@ -51,13 +51,14 @@ def _cell(cell: str, alpha: float, time_scale: float = 1.0) -> list[dict]:
     """One cell: muxserve (4 requests, one unfinished) and spatial (2 requests).
 
     muxserve (times x time_scale):
-      r0 llm-0: arrive 0, first 1,   finish 5,  out 4, base 2 -> TTFT 1,   TPOT 1,   lat 5
-      r1 llm-0: arrive 2, first 2.5, finish 4,  out 3, base 1 -> TTFT 0.5, TPOT 0.5, lat 2
-      r2 llm-1: arrive 1, first 3,   finish 10, out 7, base 4 -> TTFT 2,   TPOT 1,   lat 9
+      r0 llm-0: arrive 0, first 1,   finish 5,  out 4, base 2 -> TTFT 1,   TPOT 4/3, E2E 5
+      r1 llm-0: arrive 2, first 2.5, finish 4,  out 3, base 1 -> TTFT 0.5, TPOT 3/4, E2E 2
+      r2 llm-1: arrive 1, first 3,   finish 10, out 7, base 4 -> TTFT 2,   TPOT 7/6, E2E 9
       r3 llm-1: arrive 3, never served (drain limit), out 5, base 1
     spatial:
-      s0 llm-0: arrive 0, first 2, finish 8, out 4, base 2 -> TTFT 2, TPOT 1.5, lat 8
-      s1 llm-1: arrive 1, first 2, finish 4, out 2, base 4 -> TTFT 1, TPOT 1,   lat 3
+      s0 llm-0: arrive 0, first 2, finish 8, out 4, base 2 -> TTFT 2, TPOT 2, E2E 8
+      s1 llm-1: arrive 1, first 2, finish 4, out 2, base 4 -> TTFT 1, TPOT 2, E2E 3
+    (TPOT = (E2E - TTFT) / (out - 1), vLLM's.)
     """
     k = time_scale
     common = {"cell": cell, "alpha": alpha}
@@ -106,16 +107,18 @@ def test_request_metrics_hand_values(requests):
     pd.testing.assert_frame_equal(requests, before)  # input untouched
     first = m.iloc[:4]
     np.testing.assert_allclose(first.ttft_s.to_numpy(), [1, 0.5, 2, NAN])
-    np.testing.assert_allclose(first.tpot_s.to_numpy(), [1, 0.5, 1, NAN])
-    np.testing.assert_allclose(first.latency_s.to_numpy(), [5, 2, 9, NAN])
+    np.testing.assert_allclose(first.tpot_s.to_numpy(), [4 / 3, 0.75, 7 / 6, NAN])
+    np.testing.assert_allclose(first.e2el_s.to_numpy(), [5, 2, 9, NAN])
     assert list(m.index) == list(requests.index)
 
 
-def test_request_metrics_zero_output_tokens_gives_nan_tpot():
-    df = pd.DataFrame({"arrival_s": [0.0], "first_token_s": [1.0], "finish_s": [1.0],
-                       "output_tokens": [0]})
+def test_request_metrics_one_output_token_has_no_tpot():
+    # vLLM: no second token, no TPOT (left out of the TPOT statistics)
+    df = pd.DataFrame({"arrival_s": [0.0, 0.0, 0.0], "first_token_s": [1.0, 1.0, 1.0],
+                       "finish_s": [1.0, 1.0, 3.0], "output_tokens": [0, 1, 2]})
     m = M.request_metrics(df)
-    assert math.isnan(m.tpot_s.iloc[0]) and m.ttft_s.iloc[0] == 1.0
+    assert math.isnan(m.tpot_s.iloc[0]) and math.isnan(m.tpot_s.iloc[1]) and m.tpot_s.iloc[2] == 2.0
+    assert m.ttft_s.iloc[1] == 1.0 and m.e2el_s.iloc[2] == 3.0
 
 
 def test_request_metrics_missing_column_named():
@@ -170,18 +173,102 @@ def test_overall_row(summary):
     assert s.goodput_rps == pytest.approx(1 / 8)  # 8 > 4, 3 <= 8
 
 
-def test_percentiles_over_finished_requests(summary):
+def test_latency_statistics_over_finished_requests(summary):
     r = _row(summary, "alpha=0.7", "muxserve", "all")
-    # finished TTFTs [0.5, 1, 2]: linear interpolation at positions 1, 1.8, 1.98
-    assert r.ttft_p50_s == pytest.approx(1.0)
-    assert r.ttft_p90_s == pytest.approx(1.8)
-    assert r.ttft_p99_s == pytest.approx(1.98)
-    # latencies [2, 5, 9]
-    assert r.latency_p50_s == pytest.approx(5.0)
-    assert r.latency_p90_s == pytest.approx(8.2)
-    assert r.latency_p99_s == pytest.approx(8.92)
-    # TPOTs [0.5, 1, 1]
-    assert (r.tpot_p50_s, r.tpot_p90_s, r.tpot_p99_s) == pytest.approx((1.0, 1.0, 1.0))
+    # finished TTFTs [0.5, 1, 2] s: linear interpolation at positions 1, 1.8, 1.98; in ms
+    assert r.median_ttft_ms == pytest.approx(1000.0)
+    assert r.p90_ttft_ms == pytest.approx(1800.0)
+    assert r.p99_ttft_ms == pytest.approx(1980.0)
+    assert r.mean_ttft_ms == pytest.approx(3500 / 3)
+    # population std (ddof 0): mean 7/6, squared deviations (4/6)^2 + (1/6)^2 + (5/6)^2 = 42/36
+    assert r.std_ttft_ms == pytest.approx(1e3 * math.sqrt(42 / 36 / 3))
+    # E2E latencies [2, 5, 9] s
+    assert (r.median_e2el_ms, r.p90_e2el_ms, r.p99_e2el_ms) == pytest.approx((5000.0, 8200.0, 8920.0))
+    assert r.mean_e2el_ms == pytest.approx(16000 / 3)
+    # TPOTs (E2E - TTFT) / (out - 1): [4/3, 3/4, 7/6] s
+    tpots = np.array([4 / 3, 3 / 4, 7 / 6])
+    assert r.mean_tpot_ms == pytest.approx(1e3 * tpots.mean())
+    assert r.median_tpot_ms == pytest.approx(7000 / 6)
+    assert r.std_tpot_ms == pytest.approx(1e3 * np.std(tpots))
+    assert r.p99_tpot_ms == pytest.approx(1e3 * np.percentile(tpots, 99))
+    one = _row(summary, "alpha=0.7", "muxserve", "llm-1")  # one finished request: std 0
+    assert one.std_ttft_ms == 0.0 and one.mean_ttft_ms == one.p99_ttft_ms == 2000.0
+    # no ITL histograms given: unknown, not 0
+    assert all(math.isnan(r[M.stat_column(st, "itl")]) for st in M.STATISTICS)
+
+
+def test_token_throughput_and_arrival_rate(summary):
+    r = _row(summary, "alpha=0.7", "muxserve", "all")
+    # finished: r0 (10 prompt, 4 out), r1 (20, 3), r2 (30, 7) over the last completion, 10 s;
+    # r3 (40, 5) never finished and counts for neither
+    assert r.request_throughput_rps == r.throughput_rps == pytest.approx(3 / 10)
+    assert r.output_throughput_tok_s == pytest.approx(14 / 10)
+    assert r.total_token_throughput_tok_s == pytest.approx(74 / 10)
+    # 4 arrivals in the window [0, 3 s] (the last arrival, r3)
+    assert r.arrival_rate_rps == pytest.approx(4 / 3)
+    a = _row(summary, "alpha=0.7", "muxserve", "llm-0")  # r0, r1 over its own last completion, 5 s
+    assert a.output_throughput_tok_s == pytest.approx(7 / 5)
+    assert a.total_token_throughput_tok_s == pytest.approx(37 / 5)
+    assert a.arrival_rate_rps == pytest.approx(2 / 3)  # the group's window
+    b = _row(summary, "alpha=0.7", "muxserve", "llm-1")
+    assert b.output_throughput_tok_s == pytest.approx(7 / 10)
+    assert b.arrival_rate_rps == pytest.approx(2 / 3)
+    s = _row(summary, "alpha=1.3", "spatial", "all")  # times doubled: arrivals 0, 2 s
+    assert s.arrival_rate_rps == pytest.approx(2 / 2)
+    assert s.output_throughput_tok_s == pytest.approx(6 / 16)
+    # no absolute SLO given
+    assert math.isnan(r.request_goodput_rps) and math.isnan(r.slo_attainment_abs)
+
+
+def _abs_frame() -> pd.DataFrame:
+    """One group, one LLM (times s):
+      a: arrive 0,   first 0.1, finish 1.1, out 11 -> TTFT 100 ms, TPOT 100 ms, E2E 1100 ms
+      b: arrive 0,   first 0.3, finish 0.3, out 1  -> TTFT 300 ms, no TPOT,     E2E 300 ms
+      c: arrive 0.5, first 0.6, finish 3.6, out 6  -> TTFT 100 ms, TPOT 600 ms, E2E 3100 ms
+      d: arrive 1,   never served, out 5
+    """
+    common = {"cell": "c", "strategy": "muxserve", "llm": "llm-0", "slo_base_s": 1.0}
+    return _frame([
+        {**common, "arrival_s": 0.0, "first_token_s": 0.1, "finish_s": 1.1, "output_tokens": 11},
+        {**common, "arrival_s": 0.0, "first_token_s": 0.3, "finish_s": 0.3, "output_tokens": 1},
+        {**common, "arrival_s": 0.5, "first_token_s": 0.6, "finish_s": 3.6, "output_tokens": 6},
+        {**common, "arrival_s": 1.0, "first_token_s": NAN, "finish_s": NAN, "output_tokens": 5,
+         "finished": False},
+    ])
+
+
+@pytest.mark.parametrize("slo, good", [
+    ({"ttft_ms": 200}, 2),  # a, c
+    ({"tpot_ms": 150}, 2),  # a, b (one output token: TPOT 0, as vLLM)
+    ({"e2e_ms": 1100}, 2),  # a (1100 <= 1100), b
+    ({"ttft_ms": 200, "tpot_ms": 150}, 1),  # a
+    ({"ttft_ms": 400, "tpot_ms": 150}, 2),  # a, b
+    ({"ttft_ms": 400, "tpot_ms": 150, "e2e_ms": 1000}, 1),  # b
+    ({"ttft_ms": 50}, 0),
+    ({"ttft_ms": None, "e2e_ms": 1e9}, 3),  # None: not set; d (unfinished) misses anyway
+])
+def test_absolute_slo_goodput_and_attainment(slo, good):
+    s = M.summarize(_abs_frame(), [1], 1, abs_slo=slo)
+    for r in (s.iloc[0], s.iloc[1]):  # the LLM's row and the overall row
+        assert r.request_goodput_rps == pytest.approx(good / 3.6)  # over the last completion
+        assert r.slo_attainment_abs == pytest.approx(good / 4)  # over every arrival
+
+
+def test_absolute_slo_unset_and_tpot_population():
+    s = M.summarize(_abs_frame(), [1], 1, abs_slo={})
+    r = s.iloc[-1]
+    assert math.isnan(r.request_goodput_rps) and math.isnan(r.slo_attainment_abs)
+    # TPOT over a and c only (b has one output token): [100, 600] ms
+    assert r.mean_tpot_ms == pytest.approx(350.0) and r.median_tpot_ms == pytest.approx(350.0)
+    assert r.std_tpot_ms == pytest.approx(250.0)
+    assert r.mean_ttft_ms == pytest.approx(500 / 3)  # a, b, c
+
+
+@pytest.mark.parametrize("slo, match", [({"ttft": 100}, "unknown"), ({"tpot_ms": 0}, "> 0"),
+                                        ({"e2e_ms": float("inf")}, "finite")])
+def test_absolute_slo_errors(slo, match):
+    with pytest.raises(ValueError, match=match):
+        M.summarize(_abs_frame(), [1], 1, abs_slo=slo)
 
 
 def test_time_scaled_cell(summary):
@@ -190,7 +277,7 @@ def test_time_scaled_cell(summary):
     b = _row(summary, "alpha=1.3", "muxserve", "all")
     assert b.throughput_rps == pytest.approx(a.throughput_rps / 2)
     assert b["slo_attainment@8"] == a["slo_attainment@8"]
-    assert b.latency_p99_s == pytest.approx(2 * a.latency_p99_s)
+    assert b.p99_e2el_ms == pytest.approx(2 * a.p99_e2el_ms)
     assert b.alpha == 1.3
 
 
@@ -208,7 +295,13 @@ def test_layout_and_columns(summary):
     assert att == ["slo_attainment@1", "slo_attainment@2", "slo_attainment@8"]
     for c in ("n_requests", "n_finished", "n_unfinished", "preemptions"):
         assert summary[c].dtype == np.int64
-    for c in (f"{m}_p{p}_s" for m in ("ttft", "tpot", "latency") for p in (50, 90, 99)):
+    stats = [f"{st}_{m}_ms" for m in ("ttft", "tpot", "itl", "e2el")
+             for st in ("mean", "median", "std", "p90", "p99")]
+    at = list(summary.columns).index("mean_ttft_ms")
+    assert list(summary.columns[at:at + 20]) == stats
+    assert not [c for c in summary.columns if c.endswith("_s") and c[:4] in ("ttft", "tpot", "late")]
+    for c in ("request_throughput_rps", "output_throughput_tok_s", "total_token_throughput_tok_s",
+              "arrival_rate_rps", "request_goodput_rps", "slo_attainment_abs"):
         assert c in summary.columns
     assert M.sweep_columns(summary) == ["alpha"]
 
@@ -231,7 +324,8 @@ def test_group_without_completions():
              "finished": False}]
     r = M.summarize(_frame(rows), [1], 1).iloc[-1]
     assert r.throughput_rps == 0.0 and r.goodput_rps == 0.0
-    assert math.isnan(r.last_completion_s) and math.isnan(r.ttft_p99_s)
+    assert math.isnan(r.last_completion_s) and math.isnan(r.p99_ttft_ms)
+    assert r.output_throughput_tok_s == 0.0 and r.total_token_throughput_tok_s == 0.0
     assert r["slo_attainment@1"] == 0.0 and r.n_unfinished == 1
 
 
@@ -297,8 +391,12 @@ def _naive(df: pd.DataFrame, scale: float) -> dict[tuple, tuple]:
             thr = len(fin) / last if len(fin) else 0.0
             good = hits / last if hits else 0.0
             lat = (fin.finish_s - fin.arrival_s).to_numpy()
-            p90 = float(np.percentile(lat, 90)) if len(lat) else NAN
-            out[(cell, strat, llm)] = (len(sub), thr, good, hits / len(sub), p90)
+            p90 = float(np.percentile(lat, 90)) * 1e3 if len(lat) else NAN
+            two = fin[fin.output_tokens > 1]
+            tpot = ((two.finish_s - two.first_token_s) / (two.output_tokens - 1)).to_numpy()
+            tpot_mean = float(np.mean(tpot)) * 1e3 if len(tpot) else NAN
+            tok = fin.output_tokens.sum() / last if len(fin) else 0.0
+            out[(cell, strat, llm)] = (len(sub), thr, good, hits / len(sub), p90, tpot_mean, tok)
     return out
 
 
@@ -325,12 +423,14 @@ def test_matches_naive_reference(records):
     expected = _naive(df, 3.0)
     assert len(s) == len(expected)
     for _, r in s.iterrows():
-        n, thr, good, att, p90 = expected[(r.cell, r.strategy, r.llm)]
+        n, thr, good, att, p90, tpot_mean, tok = expected[(r.cell, r.strategy, r.llm)]
         assert r.n_requests == n
         assert r.throughput_rps == pytest.approx(thr)
         assert r.goodput_rps == pytest.approx(good)
         assert r["slo_attainment@3"] == pytest.approx(att)
-        assert r.latency_p90_s == pytest.approx(p90, nan_ok=True)
+        assert r.p90_e2el_ms == pytest.approx(p90, nan_ok=True)
+        assert r.mean_tpot_ms == pytest.approx(tpot_mean, nan_ok=True)
+        assert r.output_throughput_tok_s == pytest.approx(tok)
 
 
 # --- ratios -------------------------------------------------------------------------------
@@ -387,8 +487,25 @@ def test_console_table(summary):
     assert "1.20x" in text and "alpha=1.3" in text and "spatial" in text
     assert "0.300" in text  # muxserve throughput in the first cell
     assert "25.0%" in text  # muxserve attainment at the goodput scale 2
+    # p99 TTFT 1980 ms, p99 TPOT 1000 x percentile([4/3, 3/4, 7/6], 99) = 1330 ms, 1.40 output tok/s
+    assert "1,980" in text and "1,330" in text and "1.40" in text
+    assert "ITL" not in text and "USD" not in text and "SLO abs" not in text  # unknown: left out
     table = R.console_table(summary, None)
-    assert len(table.columns) == 7 and table.row_count == 4
+    assert len(table.columns) == 8 and table.row_count == 4
+
+
+def test_console_table_itl_abs_slo_and_cost(summary):
+    from rich.console import Console
+
+    s = summary.assign(p99_itl_ms=12.345, slo_attainment_abs=0.5, gpus=4, cost_usd_per_hour=10.8,
+                       usd_per_million_output_tokens=np.where(summary.llm == "all", 2142.857, NAN))
+    s.loc[(s.strategy == "spatial") & (s.llm == "all"), "usd_per_million_output_tokens"] = np.inf
+    console = Console(record=True, width=250)
+    console.print(R.console_table(s, None))
+    text = console.export_text()
+    assert "p99 ITL ms" in text and "12.3" in text
+    assert "SLO abs." in text and "50.0%" in text
+    assert "USD/h" in text and "10.8" in text and "2,143" in text and "inf" in text
 
 
 @pytest.mark.parametrize("x", ["alpha", "missing", "max_rate"])
@@ -459,3 +576,109 @@ def test_write_outputs_errors(requests, summary, tmp_path):
     with pytest.raises(TypeError):
         R.write_outputs(requests, summary, ratios, tmp_path, {}, 0, "0.1.0", extra={"x": object()})
     assert os.listdir(tmp_path) == []  # the bad config was caught before any file was written
+
+
+# --- ITL ----------------------------------------------------------------------------------
+
+
+class _ExactGaps:
+    """Every gap kept (s), with ITLHistogram's interface (mean_ms, std_ms, percentile_ms,
+    merge): summarize's use of the interface checked on exact numbers."""
+
+    def __init__(self, gaps):
+        self.gaps = np.asarray(gaps, dtype=float)
+        self.n = len(self.gaps)
+
+    @staticmethod
+    def merge(hists):
+        return _ExactGaps(np.concatenate([h.gaps for h in hists]))
+
+    def mean_ms(self):
+        return float(np.mean(self.gaps)) * 1e3 if self.n else NAN
+
+    def std_ms(self):
+        return float(np.std(self.gaps)) * 1e3 if self.n else NAN
+
+    def percentile_ms(self, p):
+        return float(np.percentile(self.gaps, p)) * 1e3 if self.n else NAN
+
+
+def test_itl_columns_from_histograms(requests):
+    g0, g1 = [0.01, 0.02, 0.03], [0.1, 0.5]
+    itl = {("alpha=0.7", "muxserve", "llm-0"): _ExactGaps(g0),
+           ("alpha=0.7", "muxserve", "llm-1"): _ExactGaps(g1),
+           ("alpha=0.7", "spatial", "llm-0"): _ExactGaps([0.2])}  # spatial llm-1 has none
+    s = M.summarize(requests, [8], 8, itl=itl)
+    r = _row(s, "alpha=0.7", "muxserve", "llm-0")
+    assert r.mean_itl_ms == pytest.approx(20.0) and r.median_itl_ms == pytest.approx(20.0)
+    assert r.std_itl_ms == pytest.approx(1e3 * np.std(g0)) and r.p90_itl_ms == pytest.approx(28.0)
+    a = _row(s, "alpha=0.7", "muxserve", "all")  # pooled gaps of both LLMs
+    pooled = np.array(g0 + g1)
+    assert a.mean_itl_ms == pytest.approx(1e3 * pooled.mean())
+    assert a.p99_itl_ms == pytest.approx(1e3 * np.percentile(pooled, 99))
+    assert a.median_itl_ms == pytest.approx(30.0)
+    assert _row(s, "alpha=0.7", "spatial", "llm-0").mean_itl_ms == pytest.approx(200.0)
+    # an LLM without a histogram: its row and its group's overall row are unknown
+    assert math.isnan(_row(s, "alpha=0.7", "spatial", "llm-1").mean_itl_ms)
+    assert math.isnan(_row(s, "alpha=0.7", "spatial", "all").p99_itl_ms)
+    assert math.isnan(_row(s, "alpha=1.3", "muxserve", "all").mean_itl_ms)
+    with pytest.raises(ValueError, match="itl key"):
+        M.summarize(requests, [8], 8, itl={("alpha=0.7", "llm-0"): _ExactGaps(g0)})
+
+
+# --- cost ---------------------------------------------------------------------------------
+
+
+def _run_facts(summary, price=2.5):
+    keys = summary[["cell", "strategy"]].drop_duplicates()
+    return keys.assign(gpus=np.where(keys.strategy == "muxserve", 3, 4), cluster_gpus=4, usd_per_gpu_hour=price)
+
+
+def test_cost_columns(summary):
+    out = M.add_cost_columns(summary, _run_facts(summary))
+    assert list(out.columns[-3:]) == ["gpus", "cost_usd_per_hour", "usd_per_million_output_tokens"]
+    assert out.gpus.dtype == np.int64
+    r = _row(out, "alpha=0.7", "muxserve", "all")
+    # the cluster's 4 GPUs are booked, though the placement uses 3: 4 x 2.5 = 10 USD/h;
+    # 1.4 output tok/s -> 5,040 tokens an hour -> 10 / 5040 x 1e6 USD per million
+    assert r.gpus == 3 and r.cost_usd_per_hour == pytest.approx(10.0)
+    assert r.usd_per_million_output_tokens == pytest.approx(10 / (3600 * 1.4) * 1e6)
+    per_llm = out[out.llm != "all"]
+    assert (per_llm.cost_usd_per_hour == 10.0).all() and per_llm.usd_per_million_output_tokens.isna().all()
+    assert _row(out, "alpha=0.7", "spatial", "llm-0").gpus == 4
+
+
+def test_cost_columns_edge_cases(summary):
+    s = summary.copy()
+    s.loc[(s.strategy == "spatial") & (s.llm == "all"), "output_throughput_tok_s"] = 0.0
+    out = M.add_cost_columns(s, _run_facts(s))
+    assert math.isinf(_row(out, "alpha=0.7", "spatial", "all").usd_per_million_output_tokens)
+    unknown = M.add_cost_columns(summary, _run_facts(summary, price=NAN))
+    assert unknown.cost_usd_per_hour.isna().all() and unknown.usd_per_million_output_tokens.isna().all()
+    with pytest.raises(ValueError, match="no run facts"):
+        M.add_cost_columns(summary, _run_facts(summary).iloc[:1])
+    with pytest.raises(ValueError, match="cluster_gpus"):
+        M.add_cost_columns(summary, _run_facts(summary).drop(columns="cluster_gpus"))
+
+
+def test_gpu_prices_and_config_override():
+    from pydantic import ValidationError
+
+    from muxsim.catalog import GPUS
+    from muxsim.config.sections import ClusterConfig, SLOConfig
+
+    for name in ("a100-80gb", "h100-80gb", "h200-141gb"):
+        g = GPUS[name]
+        assert 0 < g.usd_per_gpu_hour < 20 and g.price_source.startswith("https://") and g.price_date
+    assert GPUS["cpu-core"].usd_per_gpu_hour is None
+    c = ClusterConfig(nodes=2, gpus_per_node=8, gpu="h100-80gb")
+    assert c.price_per_gpu_hour() == GPUS["h100-80gb"].usd_per_gpu_hour
+    assert ClusterConfig(nodes=1, gpus_per_node=8, usd_per_gpu_hour=1.25).price_per_gpu_hour() == 1.25
+    assert ClusterConfig(nodes=1, gpus_per_node=1, gpu="cpu-core").price_per_gpu_hour() is None
+    for bad in (0, -1, 1e6):
+        with pytest.raises(ValidationError, match="usd_per_gpu_hour"):
+            ClusterConfig(nodes=1, gpus_per_node=8, usd_per_gpu_hour=bad)
+    assert SLOConfig().absolute() == {}
+    assert SLOConfig(ttft_ms=200, e2e_ms=5000).absolute() == {"ttft_ms": 200.0, "e2e_ms": 5000.0}
+    with pytest.raises(ValidationError, match="tpot_ms"):
+        SLOConfig(tpot_ms=0)

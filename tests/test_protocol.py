@@ -285,12 +285,12 @@ def test_total_and_rate_weighted_throughput():
                                      "prompt_tokens", "output_tokens", "preemptions", "finished", "slo_base_s"])
     s = metrics.summarize(df, [8], 8)
     facts = pd.DataFrame({"cell": "c", "strategy": "s", "llm": ["llm-0", "llm-1", "llm-2"],
-                          "rate_rps": [4.0, 1.0, 0.5], "estimated_throughput_rps": [3.0, 1.0, 0.5]})
+                          "offered_rate_rps": [4.0, 1.0, 0.5], "estimated_throughput_rps": [3.0, 1.0, 0.5]})
     out = metrics.add_serving_columns(s, facts, n_llms=3, slo_base="alone").set_index("llm")
     assert out.loc["llm-0", "throughput_rps"] == pytest.approx(4.0) and out.loc["llm-1", "throughput_rps"] == pytest.approx(1.0)
     assert out.loc["all", "total_throughput_rps"] == pytest.approx(5.0)
     assert out.loc["all", "weighted_throughput_rps"] == pytest.approx((4 * 4 + 1 * 1) / 3)
-    assert out.loc["all", "rate_rps"] == pytest.approx(5.0)  # LLMs with requests
+    assert out.loc["all", "offered_rate_rps"] == pytest.approx(5.0)  # LLMs with requests
     assert out.loc["all", "estimated_throughput_rps"] == pytest.approx(4.0)
     assert math.isnan(out.loc["llm-0", "total_throughput_rps"])
     assert (out["slo_base"] == "alone").all()

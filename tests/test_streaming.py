@@ -20,11 +20,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from muxsim import metrics
 from muxsim.cli import app
 from muxsim.config import load_config
 from muxsim.experiment import experiment_results, experiment_summary, run_experiment
-from muxsim.experiment.results import RequestStore, request_store
+from muxsim.experiment.results import RequestStore, request_store, summarize_runs
 from muxsim.experiment.tasks import map_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +101,7 @@ def test_streamed_experiment_equals_the_whole_table(small, tmp_path):
     _assert_same_parquet(out / "requests.parquet", _parquet_bytes(whole))
     assert pq.ParquetFile(out / "requests.parquet").num_row_groups == len(runs)
     # the summary, computed as before from the whole table, to the byte
-    want = experiment_summary(cfg, plans, runs, metrics.summarize(whole, cfg.slo.scales, cfg.slo.goodput_scale))
+    want = experiment_summary(cfg, plans, runs, summarize_runs(cfg, whole, runs))
     want["latency_source"] = _old_latency_source(want, whole)
     pd.testing.assert_frame_equal(res.summary, want, check_exact=True)
     csv = want.to_csv(index=False, lineterminator="\n").encode()
@@ -125,7 +124,7 @@ def test_joined_summary_and_parquet_follow_concat_when_tables_differ(small):
     whole = pd.concat(tables, ignore_index=True)
     store = _store_of(cfg, tables)
     got = store.summary()
-    want = metrics.summarize(whole, cfg.slo.scales, cfg.slo.goodput_scale)
+    want = summarize_runs(cfg, whole, runs)
     assert "latency_source" not in want.columns and "rate_scale" in want.columns  # the cases bite
     assert want["extra_int"].dtype == "float64"
     pd.testing.assert_frame_equal(got, want, check_exact=True)

@@ -188,7 +188,7 @@ def place(
                             + (f", {how}" if how else "") + f"{'; simulated' if check else ''}, {dt:.2f} s)")
             cols = ["node", "GPUs", "LLM", "model", "rate req/s", "SM prefill/decode %", "est. req/s"]
             if check:
-                cols += ["requests", "sim. req/s", "sim./est.", "TTFT p50 (s)", f"SLO @{cfg.slo.goodput_scale:g}"]
+                cols += ["requests", "sim. req/s", "sim./est.", "TTFT median (ms)", f"SLO @{cfg.slo.goodput_scale:g}"]
             for col in cols:
                 t.add_column(col, justify="right" if col not in ("LLM", "model") else "left")
 
@@ -207,7 +207,7 @@ def place(
                            f"{rate[name]:.2f}", f"{pf:g}/{dec:g}", f"{p.est_throughput.get(name, float('nan')):.2f}"]
                     if check:
                         r = served.get(name)
-                        row += sim_cells([name]) + ([f"{r['ttft_p50_s']:.2f}", f"{r[att]:.0%}"]
+                        row += sim_cells([name]) + ([f"{r['median_ttft_ms']:.0f}", f"{r[att]:.0%}"]
                                                     if r is not None else ["", ""])
                     t.add_row(*row)
                 if check and len(m.llms) > 1:

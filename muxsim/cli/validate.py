@@ -49,7 +49,7 @@ def validate(
         t = Table(title=f"{cfg.name}: simulated vs measured (overall)")
         for col in ("cell", "strategy", "metric", "simulated", "measured", "abs error", "rel error"):
             t.add_column(col, justify="left" if col in ("cell", "strategy", "metric") else "right")
-        shown = ["throughput_rps", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s"] + \
+        shown = ["throughput_rps", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms"] + \
             [metrics.attainment_column(s) for s in cfg.slo.scales]
         for (cell, strat), g in cmp_[cmp_.llm == "all"].groupby(["cell", "strategy"], sort=False):
             for row in g.set_index("metric").loc[shown].itertuples():

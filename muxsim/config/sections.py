@@ -33,6 +33,10 @@ MAX_ALPHA = 10.0
 MAX_LLMS = 1024
 #: Largest SLO scale.
 MAX_SLO_SCALE = 1e6
+#: Largest GPU-hour price (USD): list prices are a few dollars; 1000 catches a typo.
+MAX_USD_PER_GPU_HOUR = 1000.0
+#: Largest absolute SLO (ms): about 11.6 days.
+MAX_SLO_MS = 1e9
 #: Largest seed: the 32-bit range every generator muxsim seeds (numpy, torch) accepts as is.
 MAX_SEED = 2**32 - 1
 
@@ -44,11 +48,16 @@ _Num = Annotated[float, Field(allow_inf_nan=True)]
 class ClusterConfig(_Strict):
     """Nodes x GPUs per node of one GPU kind (a catalog name, e.g. ``a100-80gb``): ``nodes`` in
     [1, 1024], ``gpus_per_node`` in [1, 16] (the analytic placement search switches to its
-    large-scale method above a few nodes; ``muxsim.core.placement``)."""
+    large-scale method above a few nodes; ``muxsim.core.placement``).
+
+    ``usd_per_gpu_hour`` (USD, in (0, 1000]) replaces the catalog's GPU-hour price in the cost
+    columns of the summary (your negotiated, reserved or spot price); null: the catalog's
+    on-demand list price (:data:`muxsim.catalog.GPUS`)."""
 
     nodes: int = Field(ge=1, le=1024)
     gpus_per_node: int = Field(ge=1, le=16)
     gpu: str = "a100-80gb"
+    usd_per_gpu_hour: float | None = Field(default=None, gt=0, le=MAX_USD_PER_GPU_HOUR)
 
     @field_validator("gpu")
     @classmethod
@@ -60,6 +69,14 @@ class ClusterConfig(_Strict):
     def n_gpus(self) -> int:
         """GPUs in the cluster."""
         return self.nodes * self.gpus_per_node
+
+    def price_per_gpu_hour(self) -> float | None:
+        """USD per GPU-hour: ``usd_per_gpu_hour`` when given, else the catalog's on-demand list
+        price of the GPU (:attr:`muxsim.catalog.GPUSpec.usd_per_gpu_hour`, with its source and
+        date); None when neither is known (e.g. ``cpu-core``)."""
+        if self.usd_per_gpu_hour is not None:
+            return float(self.usd_per_gpu_hour)
+        return get_gpu(self.gpu).usd_per_gpu_hour
 
 
 class LLMGroup(_Strict):
@@ -385,12 +402,26 @@ class SLOConfig(_Strict):
     decode averaged over context lengths 32..512 (../shared/docs/muxserve.md §9). Both bases are
     written per request; attainment columns use this one.
 
+    Absolute SLOs (vLLM ``benchmark_serving``'s ``--goodput``), any subset, each in (0, 1e9]
+    ms: ``ttft_ms`` (time to first token), ``tpot_ms`` (time per output token after the first)
+    and ``e2e_ms`` (end-to-end latency). A request meets them when it finished within every
+    one given; the summary's ``request_goodput_rps`` and ``slo_attainment_abs`` count those
+    requests (NaN when none is given). They sit beside the relative scales, which stay.
+
     Ranges: every scale and ``goodput_scale`` in (0, 1e6].
     """
 
     scales: list[_Num] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 100])
     goodput_scale: float = Field(default=8.0, gt=0, le=MAX_SLO_SCALE)
     base: Literal[SLO_BASES] = "alone"
+    ttft_ms: float | None = Field(default=None, gt=0, le=MAX_SLO_MS)
+    tpot_ms: float | None = Field(default=None, gt=0, le=MAX_SLO_MS)
+    e2e_ms: float | None = Field(default=None, gt=0, le=MAX_SLO_MS)
+
+    def absolute(self) -> dict[str, float]:
+        """The absolute SLOs given (ms), by name (``ttft_ms``, ``tpot_ms``, ``e2e_ms``); empty
+        when none is (:func:`muxsim.metrics.summarize`'s ``abs_slo``)."""
+        return {k: float(v) for k in ("ttft_ms", "tpot_ms", "e2e_ms") if (v := getattr(self, k)) is not None}
 
     @field_validator("scales")
     @classmethod

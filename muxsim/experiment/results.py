@@ -39,7 +39,7 @@ from .plan import CellPlan, plan_experiment
 from .simulation import CellRun, simulate_cell
 
 __all__ = ["ExperimentResults", "PlacementCheck", "RequestStore", "check_placement", "experiment_results",
-           "experiment_summary", "placement_facts", "request_store", "save_workloads"]
+           "experiment_summary", "itl_of", "placement_facts", "request_store", "save_workloads", "summarize_runs"]
 
 #: The columns a run's request table is summarised by; every run is one group of them.
 _GROUP = ("cell", "strategy")
@@ -55,7 +55,7 @@ class _RunPart:
         data: where the table is: a Parquet file, or its bytes (a store without a folder).
         schema: its Arrow schema, pandas metadata included.
         head: its first row (no row when empty), for the dtypes of the joined table.
-        summary: :func:`muxsim.metrics.summarize` of the table alone.
+        summary: :func:`summarize_runs` of the table alone (with the run's ITL histograms).
         sweep: the columns ``summary`` carries as sweep parameters (constant in this run).
         latency: per LLM and ``"all"``, the latency source of this run's summary rows.
     """
@@ -121,7 +121,7 @@ class RequestStore:
             raise ValueError(f"RequestStore.add: run {k}'s table is not all ({run.cell} | {run.strategy})")
         if key in self._seen:
             raise ValueError(f"RequestStore.add: runs {self._seen[key]} and {k} are both ({run.cell} | {run.strategy})")
-        summary = metrics.summarize(df, self.cfg.slo.scales, self.cfg.slo.goodput_scale, group_cols=_GROUP)
+        summary = summarize_runs(self.cfg, df, [run])
         if self.folder is not None:
             data = self.folder / f"run_{k:05d}.parquet"
             df.to_parquet(data, index=False, engine="pyarrow")
@@ -159,8 +159,9 @@ class RequestStore:
         return pd.concat([p.head for p in self._ordered()], ignore_index=True)
 
     def summary(self) -> pd.DataFrame:
-        """:func:`muxsim.metrics.summarize` of every run's table joined in run order, computed
-        from the runs' own summaries; equal to it (values, dtypes, columns, row order).
+        """:func:`summarize_runs` of every run's table joined in run order (with every run's
+        ITL histograms), computed from the runs' own summaries; equal to it (values, dtypes,
+        columns, row order).
 
         Why that holds: every run is one (cell, strategy) group (checked by :meth:`add`) and
         ``summarize`` computes each group from its own rows alone, emitting groups in their
@@ -279,6 +280,26 @@ def request_store(cfg: ExperimentConfig, folder: str | Path) -> Iterator[Request
         yield RequestStore(cfg, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def itl_of(runs) -> dict[tuple[str, str, str], object]:
+    """The ITL histograms of ``runs`` (:class:`~muxsim.experiment.simulation.CellRun` or
+    anything with ``cell``, ``strategy`` and ``itl``: LLM name -> histogram) keyed as
+    :func:`muxsim.metrics.summarize` takes them: (cell, strategy, llm). A run without
+    histograms (``itl`` empty: the live driver) adds none."""
+    return {(r.cell, r.strategy, llm): h for r in runs for llm, h in (getattr(r, "itl", None) or {}).items()}
+
+
+def summarize_runs(cfg: ExperimentConfig, df: pd.DataFrame, runs) -> pd.DataFrame:
+    """:func:`muxsim.metrics.summarize` of ``df`` (request tables of ``runs``, by cell and
+    strategy) at the config's SLO scales, goodput scale and absolute SLOs, with the runs' ITL
+    histograms (:func:`itl_of`).
+
+    Raises:
+        ValueError: as :func:`muxsim.metrics.summarize`.
+    """
+    return metrics.summarize(df, cfg.slo.scales, cfg.slo.goodput_scale, group_cols=_GROUP,
+                             itl=itl_of(runs), abs_slo=cfg.slo.absolute())
 
 
 def _latency_sources(df: pd.DataFrame) -> dict[str, str]:
@@ -413,15 +434,22 @@ def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
 
 def experiment_summary(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[CellRun],
                        summary: pd.DataFrame) -> pd.DataFrame:
-    """The run's summary: ``summary`` (:func:`muxsim.metrics.summarize` of the request table by
-    cell and strategy, or :meth:`RequestStore.summary`, the same) with each LLM's rate, its
-    placement's estimate and MuxServe's throughput figures
-    (:func:`muxsim.metrics.add_serving_columns`)."""
+    """The run's summary: ``summary`` (:func:`summarize_runs` of the request table, or
+    :meth:`RequestStore.summary`, the same) with each LLM's offered rate (its configured rate in
+    the cell), its placement's estimate and MuxServe's throughput figures
+    (:func:`muxsim.metrics.add_serving_columns`), then the cost of each (cell, strategy)
+    (:func:`muxsim.metrics.add_cost_columns`: the GPUs its placement uses; the cluster's GPUs
+    at ``cluster.usd_per_gpu_hour`` or the catalog's price, NaN when neither is known)."""
     rates = {p.cell.label: dict(zip(cfg.llm_names(), p.cell.rates)) for p in plans}
     facts = pd.DataFrame([(r.cell, r.strategy, n, rates[r.cell][n], r.placement.est_throughput.get(n, float("nan")))
                           for r in runs for n in cfg.llm_names()],
-                         columns=["cell", "strategy", "llm", "rate_rps", "estimated_throughput_rps"])
-    return metrics.add_serving_columns(summary, facts, len(cfg.llm_names()), cfg.slo.base)
+                         columns=["cell", "strategy", "llm", "offered_rate_rps", "estimated_throughput_rps"])
+    out = metrics.add_serving_columns(summary, facts, len(cfg.llm_names()), cfg.slo.base)
+    price = cfg.cluster.price_per_gpu_hour()
+    costs = pd.DataFrame([(r.cell, r.strategy, sum(m.gpus for m in r.placement.meshes), cfg.cluster.n_gpus,
+                           float("nan") if price is None else price) for r in runs],
+                         columns=["cell", "strategy", "gpus", "cluster_gpus", "usd_per_gpu_hour"])
+    return metrics.add_cost_columns(out, costs)
 
 
 def placement_facts(p: Placement) -> dict:
@@ -476,7 +504,8 @@ def check_placement(cfg: ExperimentConfig, cell: Cell, strategy: str, simulate: 
         if simulate:
             res = simulate_cell(cfg, cell, strategy, p, plan.workload)
             summ = metrics.summarize(res.requests.assign(cell=cell.label, strategy=strategy), cfg.slo.scales,
-                                     cfg.slo.goodput_scale)
+                                     cfg.slo.goodput_scale, abs_slo=cfg.slo.absolute(),
+                                     itl={(cell.label, strategy, n): h for n, h in (getattr(res, "itl", None) or {}).items()})
             served = summ.set_index("llm").to_dict("index")
     else:
         p = placement_for(cfg, cell, kind)

@@ -44,8 +44,8 @@ __all__ = ["ValidationResult", "engine_factory", "pinned_cores", "calibrate_for"
            "COMPARED_METRICS"]
 
 #: Metrics compared besides SLO attainment (summary column names).
-COMPARED_METRICS = ("throughput_rps", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s",
-                    "tpot_p90_s", "tpot_p99_s")
+COMPARED_METRICS = ("throughput_rps", "median_ttft_ms", "p90_ttft_ms", "p99_ttft_ms", "median_tpot_ms",
+                    "p90_tpot_ms", "p99_tpot_ms")
 
 
 @dataclass
@@ -248,8 +248,9 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
                         df[k] = v
                     frames.append(df)
     requests = pd.concat(frames, ignore_index=True)
+    # no ITL histograms: the live driver records none, and the compared metrics do not use them
     summary = metrics.summarize(requests, cfg.slo.scales, cfg.slo.goodput_scale,
-                                group_cols=("cell", "strategy", "run"))
+                                group_cols=("cell", "strategy", "run"), abs_slo=cfg.slo.absolute())
     return ValidationResult(requests, summary, compare(summary, cfg.slo.scales), fitted, overheads,
                             pd.concat(jobs, ignore_index=True), speeds)
 
