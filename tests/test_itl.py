@@ -74,7 +74,7 @@ def test_empty_histogram_and_bad_input():
 
 
 def test_recorder_buffers_and_folds_per_llm():
-    rec = ITLRecorder(2, flush_every=7)
+    rec = ITLRecorder(2, fold_at=7)
     rec.gap(0, 0.01, 3)
     rec.chain(1, [1.0, 1.02, 1.05, 1.09], 2)
     for k in range(10):

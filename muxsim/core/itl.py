@@ -15,8 +15,8 @@ interpolation between order statistics, each order statistic read as its bin's g
 (clamped to the exact minimum and maximum): relative error at most 0.12 % against the exact
 pooled percentile.
 
-:class:`ITLRecorder` is what a driver feeds: it buffers gaps as plain Python values and folds them
-into the per-LLM histograms in NumPy batches.
+:class:`ITLBuffer` is what a driver feeds: it buffers one LLM's gaps as plain Python values and
+folds them into its histogram in NumPy batches; :class:`ITLRecorder` holds a run's buffers.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["BINS_PER_DECADE", "MIN_GAP_S", "ITLHistogram", "ITLRecorder"]
+__all__ = ["BINS_PER_DECADE", "MIN_GAP_S", "ITLBuffer", "ITLHistogram", "ITLRecorder"]
 
 #: Bins per factor of ten: bin width 0.23 %, so a percentile read at a bin's centre is within
 #: 0.12 % of the exact one.
@@ -184,65 +184,83 @@ class ITLHistogram:
         return self.percentile_ms(50.0)
 
 
+class ITLBuffer:
+    """One LLM's token gaps as a driver records them, in plain Python lists (appending is all
+    the simulation's inner loop does), folded into :attr:`hist` in NumPy by :meth:`fold` once
+    they reach ``fold_at`` values (bounding their memory) and at the end of the run.
+
+    Attributes:
+        hist: the LLM's :class:`ITLHistogram`.
+        g, w: gaps (s) and how many requests waited each of them.
+        joins: ``(t, times)`` pairs: requests whose last tokens came at ``times`` (s) emitted their
+            next token at ``t`` (one gap each).
+        chains: ``(ends, weight)`` pairs: back-to-back decode iterations of ``weight`` requests
+            ending at ``ends`` (s, ascending): a gap ``ends[i + 1] - ends[i]`` for each request.
+        n: values buffered (gaps, join times and chain ends).
+    """
+
+    __slots__ = ("hist", "g", "w", "joins", "chains", "n", "fold_at")
+
+    def __init__(self, fold_at: int = 1 << 16):
+        self.hist = ITLHistogram()
+        self.g: list[float] = []
+        self.w: list[int] = []
+        self.joins: list[tuple[float, list[float]]] = []
+        self.chains: list[tuple[list[float], int]] = []
+        self.n = 0
+        self.fold_at = fold_at
+
+    def fold(self) -> None:
+        """Add the buffered gaps to :attr:`hist` and empty the buffers."""
+        gs = [np.asarray(self.g, dtype=float)]
+        ws = [np.asarray(self.w, dtype=np.int64)]
+        if self.joins:
+            t = np.concatenate([np.full(len(times), at) for at, times in self.joins])
+            gs.append(t - np.concatenate([np.asarray(times, dtype=float) for _, times in self.joins]))
+            ws.append(np.ones(len(t), dtype=np.int64))
+        for ends, weight in self.chains:
+            d = np.diff(np.asarray(ends, dtype=float))
+            gs.append(d)
+            ws.append(np.full(len(d), weight, dtype=np.int64))
+        self.hist.add(np.concatenate(gs), np.concatenate(ws))
+        self.g, self.w, self.joins, self.chains = [], [], [], []
+        self.n = 0
+
+
 class ITLRecorder:
-    """Collects the gaps of a run's LLMs (indexed as the run's LLM list) into one
-    :class:`ITLHistogram` each. :meth:`gap` and :meth:`chain` only append to Python lists; every
-    ``flush_every`` buffered gaps they are folded into the histograms in NumPy.
+    """The :class:`ITLBuffer` of each of a run's LLMs (indexed as the run's LLM list), for code
+    that records gaps one call at a time (:meth:`gap`, :meth:`chain`); the simulator's LLM
+    runtimes append to their buffers directly (:attr:`muxsim.core.llm.LLMRuntime.itl`).
 
     Args:
         n_llms: LLMs of the run.
-        flush_every: buffered gaps that trigger a fold (bounds the buffer's memory).
+        fold_at: buffered values per LLM that trigger a fold.
     """
 
-    def __init__(self, n_llms: int, flush_every: int = 1 << 16):
-        self.hists = [ITLHistogram() for _ in range(n_llms)]
-        self._flush_every = flush_every
-        self._l: list[int] = []
-        self._g: list[float] = []
-        self._w: list[int] = []
-        self._chains: list[tuple[int, list[float], int]] = []
-        self._buffered = 0
+    def __init__(self, n_llms: int, fold_at: int = 1 << 16):
+        self.buffers = [ITLBuffer(fold_at) for _ in range(n_llms)]
 
     def gap(self, llm: int, gap_s: float, weight: int = 1) -> None:
         """``weight`` requests of LLM ``llm`` waited ``gap_s`` (s) for their next token."""
-        self._l.append(llm)
-        self._g.append(gap_s)
-        self._w.append(weight)
-        self._buffered += 1
-        if self._buffered >= self._flush_every:
-            self.flush()
+        b = self.buffers[llm]
+        b.g.append(gap_s)
+        b.w.append(weight)
+        b.n += 1
+        if b.n >= b.fold_at:
+            b.fold()
 
     def chain(self, llm: int, ends_s: list[float], weight: int) -> None:
         """Back-to-back decode iterations of LLM ``llm`` with the same ``weight`` requests, ending
         at ``ends_s`` (s, ascending; at least two): each request waits ``ends_s[i + 1] - ends_s[i]``
         for a token. The list is kept, not copied."""
-        self._chains.append((llm, ends_s, weight))
-        self._buffered += len(ends_s) - 1
-        if self._buffered >= self._flush_every:
-            self.flush()
-
-    def flush(self) -> None:
-        """Fold the buffered gaps into the histograms."""
-        if not self._buffered:
-            return
-        ls = [np.asarray(self._l, dtype=np.int64)]
-        gs = [np.asarray(self._g, dtype=float)]
-        ws = [np.asarray(self._w, dtype=np.int64)]
-        for llm, ends, w in self._chains:
-            d = np.diff(np.asarray(ends, dtype=float))
-            ls.append(np.full(len(d), llm, dtype=np.int64))
-            gs.append(d)
-            ws.append(np.full(len(d), w, dtype=np.int64))
-        lv, gv, wv = np.concatenate(ls), np.concatenate(gs), np.concatenate(ws)
-        order = np.argsort(lv, kind="stable")
-        lv, gv, wv = lv[order], gv[order], wv[order]
-        cuts = np.flatnonzero(np.diff(lv)) + 1
-        for a, b in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(lv)].tolist()):
-            self.hists[int(lv[a])].add(gv[a:b], wv[a:b])
-        self._l, self._g, self._w, self._chains = [], [], [], []
-        self._buffered = 0
+        b = self.buffers[llm]
+        b.chains.append((ends_s, weight))
+        b.n += len(ends_s)
+        if b.n >= b.fold_at:
+            b.fold()
 
     def histograms(self, names: Sequence[str]) -> dict[str, ITLHistogram]:
-        """Flush, then the histogram of every LLM by name (``names`` in run order)."""
-        self.flush()
-        return dict(zip(names, self.hists))
+        """Fold every buffer, then each LLM's histogram by name (``names`` in run order)."""
+        for b in self.buffers:
+            b.fold()
+        return {n: b.hist for n, b in zip(names, self.buffers)}

@@ -87,7 +87,7 @@ class LLMRuntime:
 
     ``mesh`` is the index of its mesh, set by whoever builds the meshes (-1 until then).
 
-    Inter-token latencies: a driver that sets ``itl`` (a :class:`muxsim.core.itl.ITLRecorder`)
+    Inter-token latencies: a driver that sets ``itl`` (a :class:`muxsim.core.itl.ITLBuffer`)
     gets every token gap of this LLM's requests there. ``tok_end`` is the end (s) of its last
     decode iteration, ``join_tok`` the last-token times of the requests that joined the batch for
     the iteration running now, and ``chain_ends`` the ends of the iterations of the running
@@ -194,11 +194,13 @@ class LLMRuntime:
             Requests that are now complete (their ``finish`` is set to ``now``).
         """
         done = []
-        rec = self.itl
+        buf = self.itl
         for r in batch:
-            if rec is not None:
+            if buf is not None:
                 if r.done:  # a recompute prefill emits the token after the one before preemption
-                    rec.gap(self.index, now - r.last_tok)
+                    buf.g.append(now - r.last_tok)
+                    buf.w.append(1)
+                    buf.n += 1
                 r.last_tok = now
             r.done += 1
             if r.first_token is None:
@@ -216,9 +218,10 @@ class LLMRuntime:
     # ---- decode ----------------------------------------------------------------------------
     def _merge_pending(self) -> None:
         it = self.iter
-        if self.itl is not None:
-            self.join_tok.extend(r.last_tok for r in self.pending)
+        jt = self.join_tok if self.itl is not None else None
         for r in self.pending:
+            if jt is not None:
+                jt.append(r.last_tok)
             kv = r.prompt + r.done - 1
             r.kv_join = kv
             r.join_iter = it
@@ -275,9 +278,9 @@ class LLMRuntime:
             Requests that emitted their last token in it (``finish`` set to ``now``).
         """
         n = len(self.running)
-        rec = self.itl
-        if rec is not None:
-            self._record_decode(rec, n, now)
+        buf = self.itl
+        if buf is not None:
+            self._record_gaps(buf, n, now)
         self.iter += 1
         self.ctx += n
         it = self.iter
@@ -293,26 +296,6 @@ class LLMRuntime:
             done.append(r)
         return done
 
-    def _record_decode(self, rec, n: int, now: float) -> None:
-        """The gaps of a decode that ends at ``now`` with ``n`` requests: those of its first
-        iteration (to each joiner's last token, to the previous iteration's end for the rest)
-        and, when iterations ran on as one job, those between its iterations."""
-        ends = self.chain_ends
-        first = ends[0] if ends else now
-        jt = self.join_tok
-        stay = n - len(jt)
-        if stay > 0:
-            rec.gap(self.index, first - self.tok_end, stay)
-        if jt:
-            for t in jt:
-                rec.gap(self.index, first - t)
-            self.join_tok = []
-        if ends:
-            ends.append(now)
-            rec.chain(self.index, ends, n)
-            self.chain_ends = []
-        self.tok_end = now
-
     def end_itl(self) -> None:
         """At the end of a run: the gaps of the iterations of the decode still running that
         ended (those a driver ran on as one job, :attr:`chain_ends`), as their completions one
@@ -321,7 +304,34 @@ class LLMRuntime:
         if self.itl is None or not ends:
             return
         last = ends.pop()
-        self._record_decode(self.itl, len(self.running), last)
+        self._record_gaps(self.itl, len(self.running), last)
+
+    def _record_gaps(self, buf, n: int, now: float) -> None:
+        """Buffer the gaps of a decode of ``n`` requests that ends at ``now``: those of its first
+        iteration (to each joiner's last token, to the previous iteration's end for the others)
+        and, when iterations ran on as one job (:attr:`chain_ends`), those between them."""
+        ends = self.chain_ends
+        first = ends[0] if ends else now
+        jt = self.join_tok
+        if jt:
+            buf.joins.append((first, jt))
+            self.join_tok = []
+            stay = n - len(jt)
+            buf.n += len(jt)
+        else:
+            stay = n
+        if stay > 0:
+            buf.g.append(first - self.tok_end)
+            buf.w.append(stay)
+            buf.n += 1
+        if ends:
+            ends.append(now)
+            buf.chains.append((ends, n))
+            buf.n += len(ends)
+            self.chain_ends = []
+        self.tok_end = now
+        if buf.n >= buf.fold_at:
+            buf.fold()
 
     # ---- several decode iterations at once -------------------------------------------------
     def decode_headroom(self, pool) -> int:

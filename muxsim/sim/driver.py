@@ -107,7 +107,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
     scheds, runtimes = spec.build()
     itl = ITLRecorder(len(runtimes))
     for rt in runtimes:
-        rt.itl = itl
+        rt.itl = itl.buffers[rt.index]
     job_rows: list[tuple] = []
     sources = attach_curves(runtimes, spec.latency, spec.gpu)
     w = workload_columns(spec.workload, spec.names)
