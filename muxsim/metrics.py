@@ -15,8 +15,10 @@ Definitions (per request, vLLM ``benchmark_serving``'s):
   paper divided by all output tokens, which this module no longer reports).
 - ITL (s): every gap between two consecutive tokens of a request, pooled over the requests
   (vLLM's ``itls``); the simulator records them in a :class:`muxsim.core.itl.ITLHistogram` per
-  LLM and run, which :func:`summarize` takes. Their mean is ``sum(finish_s - first_token_s) /
-  sum(output_tokens - 1)`` over the finished requests.
+  LLM and run, which :func:`summarize` takes. When every request finished their mean is
+  ``sum(finish_s - first_token_s) / sum(output_tokens - 1)``. The simulator records the gaps of
+  every token it emitted, so a request cut off by the drain limit after its first tokens adds
+  its gaps too (unlike TTFT / TPOT / E2E, which are over finished requests).
 - The request meets its SLO at (relative) scale ``s`` when it finished and ``e2el <= s *
   slo_base_s``, ``slo_base_s`` being its latency served alone (MuxServe's SLO).
 - The request meets the absolute SLOs (``slo.ttft_ms``, ``slo.tpot_ms``, ``slo.e2e_ms``, any

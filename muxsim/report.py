@@ -109,7 +109,8 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
     the goodput scale under the summary's SLO base, and under each base the table carries; the
     attainment of the absolute SLOs (%, when set); p99 TTFT, TPOT and, when known, ITL (ms,
     vLLM's ``p99_*_ms``); when the summary has them (:func:`muxsim.metrics.add_cost_columns`)
-    the cluster's cost (USD/h) and USD per million output tokens; and -- from ``ratios`` -- the
+    the cluster's cost (USD/h; in the title when every row has the same) and USD per million
+    output tokens; and -- from ``ratios`` -- the
     reference strategy's metric divided by this row's (``n/a`` on the reference's own row; the
     first metric of ``ratios``). Unknown values print ``n/a``.
 
@@ -142,13 +143,6 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
 
     base = str(rows["slo_base"].iloc[0]) if "slo_base" in rows.columns else None
     bases = [b for b in ("alone", "reference") if base_attainment_column(b, g) in rows.columns]
-    table = Table(title=f"Overall results (SLO scale {g:g} for goodput and attainment"
-                        + (f"; SLO base: {base}" if base else "")
-                        + ("; served = sum of per-LLM throughputs" if "total_throughput_rps" in rows.columns else "")
-                        + ")")
-    # Names wrap rather than being cut to "alpha=..." on narrow (e.g. CI, 80-column) consoles.
-    table.add_column("cell", overflow="fold", min_width=min(24, int(rows["cell"].astype(str).str.len().max())))
-    table.add_column("strategy", overflow="fold")
     cols: list[tuple[str, str, str, float]] = []  # (header, column, format, scale)
     if "total_throughput_rps" in rows.columns:
         # MuxServe's figures; muxsim's own throughput and goodput stay in summary.csv
@@ -169,9 +163,22 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
     cols += [("p99 TTFT ms", "p99_ttft_ms", "sig", 1.0), ("p99 TPOT ms", "p99_tpot_ms", "sig", 1.0)]
     if _any_known(rows, "p99_itl_ms"):
         cols += [("p99 ITL ms", "p99_itl_ms", "sig", 1.0)]
+    cost_once = None
     if _any_known(rows, "cost_usd_per_hour"):
-        cols += [("USD/h", "cost_usd_per_hour", "sig", 1.0),
-                 ("USD/M out tok", "usd_per_million_output_tokens", "sig", 1.0)]
+        costs = pd.unique(rows["cost_usd_per_hour"])
+        if len(costs) == 1:
+            cost_once = float(costs[0])  # one cluster for every row: said once, in the title
+        else:
+            cols += [("USD/h", "cost_usd_per_hour", "sig", 1.0)]
+        cols += [("USD/M out tok", "usd_per_million_output_tokens", "sig", 1.0)]
+    table = Table(title=f"Overall results (SLO scale {g:g} for goodput and attainment"
+                        + (f"; SLO base: {base}" if base else "")
+                        + ("; served = sum of per-LLM throughputs" if "total_throughput_rps" in rows.columns else "")
+                        + (f"; cluster USD {_fmt(cost_once, 'sig')}/h" if cost_once is not None else "")
+                        + ")")
+    # Names wrap rather than being cut to "alpha=..." on narrow (e.g. CI, 80-column) consoles.
+    table.add_column("cell", overflow="fold", min_width=min(24, int(rows["cell"].astype(str).str.len().max())))
+    table.add_column("strategy", overflow="fold")
     for header, *_ in cols:
         table.add_column(header, justify="right")
     if reference is not None:

@@ -505,7 +505,12 @@ def test_console_table_itl_abs_slo_and_cost(summary):
     text = console.export_text()
     assert "p99 ITL ms" in text and "12.3" in text
     assert "SLO abs." in text and "50.0%" in text
-    assert "USD/h" in text and "10.8" in text and "2,143" in text and "inf" in text
+    # one cluster price for every row: said once, in the title
+    assert "cluster USD 10.8/h" in text and "2,143" in text and "inf" in text
+    assert R.console_table(s, None).columns[-1].header == "USD/M out tok"
+    s.loc[s.strategy == "spatial", "cost_usd_per_hour"] = 21.6
+    headers = [c.header for c in R.console_table(s, None).columns]
+    assert headers[-2:] == ["USD/h", "USD/M out tok"]
 
 
 @pytest.mark.parametrize("x", ["alpha", "missing", "max_rate"])
@@ -682,3 +687,32 @@ def test_gpu_prices_and_config_override():
     assert SLOConfig(ttft_ms=200, e2e_ms=5000).absolute() == {"ttft_ms": 200.0, "e2e_ms": 5000.0}
     with pytest.raises(ValidationError, match="tpot_ms"):
         SLOConfig(tpot_ms=0)
+
+
+def test_itl_columns_of_a_real_simulation(tmp_path):
+    """ITL from the simulator's histograms: its mean is exactly the finished requests' time from
+    first to last token over their gaps (every request finishes here), per LLM and pooled."""
+    from muxsim.config import load_config
+    from muxsim.experiment import experiment_results, run_experiment
+
+    cfg = {"name": "itl", "seed": 3, "cluster": {"nodes": 1, "gpus_per_node": 2},
+           "llms": [{"model": "llama-7b", "count": 3}], "strategies": ["muxserve", "temporal"],
+           "workload": {"duration_s": 4, "lengths": {"kind": "sharegpt_v3"},
+                        "popularity": {"alpha": 1.0, "max_rate": 3}}}
+    path = tmp_path / "itl.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cfg = load_config(path)
+    plans, runs = run_experiment(cfg, jobs=1)
+    res = experiment_results(cfg, plans, runs)
+    df = res.read_requests()
+    assert df.finished.all()
+    s = res.summary
+    for (strategy, llm), r in s.set_index(["strategy", "llm"]).iterrows():
+        sub = df[df.strategy == strategy] if llm == "all" else df[(df.strategy == strategy) & (df.llm == llm)]
+        want = 1e3 * (sub.finish_s - sub.first_token_s).sum() / (sub.output_tokens - 1).sum()
+        assert r.mean_itl_ms == pytest.approx(want, rel=1e-9), (strategy, llm)
+        assert 0 < r.median_itl_ms <= r.p90_itl_ms <= r.p99_itl_ms and r.std_itl_ms > 0
+    for run in runs:  # the overall row pools the run's LLMs
+        pooled = type(next(iter(run.itl.values()))).merge(run.itl.values())
+        r = _row(s, run.cell, run.strategy, "all")
+        assert r.p99_itl_ms == pytest.approx(pooled.percentile_ms(99)) and r.std_itl_ms == pytest.approx(pooled.std_ms())

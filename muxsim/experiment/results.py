@@ -286,8 +286,8 @@ def itl_of(runs) -> dict[tuple[str, str, str], object]:
     """The ITL histograms of ``runs`` (:class:`~muxsim.experiment.simulation.CellRun` or
     anything with ``cell``, ``strategy`` and ``itl``: LLM name -> histogram) keyed as
     :func:`muxsim.metrics.summarize` takes them: (cell, strategy, llm). A run without
-    histograms (``itl`` empty: the live driver) adds none."""
-    return {(r.cell, r.strategy, llm): h for r in runs for llm, h in (getattr(r, "itl", None) or {}).items()}
+    histograms (``itl`` empty) adds none."""
+    return {(r.cell, r.strategy, llm): h for r in runs for llm, h in r.itl.items()}
 
 
 def summarize_runs(cfg: ExperimentConfig, df: pd.DataFrame, runs) -> pd.DataFrame:
@@ -525,7 +525,7 @@ def check_placement(cfg: ExperimentConfig, cell: Cell, strategy: str, simulate: 
             res = simulate_cell(cfg, cell, strategy, p, plan.workload)
             summ = metrics.summarize(res.requests.assign(cell=cell.label, strategy=strategy), cfg.slo.scales,
                                      cfg.slo.goodput_scale, abs_slo=cfg.slo.absolute(),
-                                     itl={(cell.label, strategy, n): h for n, h in (getattr(res, "itl", None) or {}).items()})
+                                     itl={(cell.label, strategy, n): h for n, h in res.itl.items()})
             served = summ.set_index("llm").to_dict("index")
     else:
         p = placement_for(cfg, cell, kind)
