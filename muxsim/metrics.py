@@ -283,7 +283,7 @@ def _aggregate(
     n_fin = agg["n_finished"].to_numpy(dtype=float)
     last = agg["last_completion_s"].to_numpy(dtype=float)
     window = agg["_window"].to_numpy(dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # No completion: nothing was served, so 0 req/s rather than NaN (0 / undefined time).
         agg["throughput_rps"] = np.where(n_fin > 0, n_fin / last, 0.0)
         hits = agg[f"_meet{labels.index(goodput_label)}"].to_numpy(dtype=float)
@@ -633,7 +633,7 @@ def add_cost_columns(summary: pd.DataFrame, run_facts: pd.DataFrame,
     cost = out["cluster_gpus"].to_numpy(dtype=float) * out["usd_per_gpu_hour"].to_numpy(dtype=float)
     out["cost_usd_per_hour"] = cost
     tok_s = out["output_throughput_tok_s"].to_numpy(dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         per_million = cost / (3600.0 * tok_s) * 1e6
     out["usd_per_million_output_tokens"] = np.where(out["llm"] == ALL_LLMS, per_million, np.nan)
     return out.drop(columns=["cluster_gpus", "usd_per_gpu_hour"])

@@ -75,12 +75,13 @@ def _assert_same_parquet(got: bytes | Path, want: bytes) -> None:
     pd.testing.assert_frame_equal(a, pd.read_parquet(io.BytesIO(want)), check_exact=True)
 
 
-def _store_of(cfg, tables, folder=None) -> RequestStore:
+def _store_of(cfg, tables, folder=None, itls=None) -> RequestStore:
     from muxsim.experiment.simulation import CellRun
 
     store = RequestStore(cfg, folder)
     for k, df in enumerate(tables):
-        run = CellRun(df["cell"].iloc[0], df["strategy"].iloc[0], df, None, 0.0, 0, {}, 0.0)
+        itl = itls[k] if itls is not None else {}
+        run = CellRun(df["cell"].iloc[0], df["strategy"].iloc[0], df, None, 0.0, 0, {}, 0.0, itl)
         assert store.add(k, run).requests is None
     return store
 
@@ -122,7 +123,7 @@ def test_joined_summary_and_parquet_follow_concat_when_tables_differ(small):
     tables[2]["extra_int"] = 7
     tables[3]["note"] = "x"
     whole = pd.concat(tables, ignore_index=True)
-    store = _store_of(cfg, tables)
+    store = _store_of(cfg, tables, itls=[r.itl for r in runs])
     got = store.summary()
     want = summarize_runs(cfg, whole, runs)
     assert "latency_source" not in want.columns and "rate_scale" in want.columns  # the cases bite
