@@ -16,8 +16,8 @@ from muxsim.core.llm import LLMRuntime
 from muxsim.core.strategies import STRATEGIES
 from muxsim.sim.driver import simulate
 
-# a percentile read at a bin centre: half a bin (10 ** 0.001 - 1 = 0.23 %) at most
-REL = 10 ** (0.5 / 1000) - 1 + 1e-12
+# a percentile read at a bin midpoint: half a bin (2 ** -9 = 0.195 % of its values) at most
+REL = 2.0 ** -10 + 1e-12
 
 
 def _exact(values, weights):

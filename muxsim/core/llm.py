@@ -314,10 +314,13 @@ class LLMRuntime:
         first = ends[0] if ends else now
         jt = self.join_tok
         if jt:
-            buf.joins.append((first, jt))
-            self.join_tok = []
-            stay = n - len(jt)
-            buf.n += len(jt)
+            k = len(jt)
+            buf.jt.extend(jt)
+            buf.jn.append(k)
+            buf.ja.append(first)
+            jt.clear()
+            stay = n - k
+            buf.n += k
         else:
             stay = n
         if stay > 0:
@@ -326,9 +329,11 @@ class LLMRuntime:
             buf.n += 1
         if ends:
             ends.append(now)
-            buf.chains.append((ends, n))
+            buf.ce.extend(ends)
+            buf.cn.append(len(ends))
+            buf.cw.append(n)
             buf.n += len(ends)
-            self.chain_ends = []
+            ends.clear()
         self.tok_end = now
         if buf.n >= buf.fold_at:
             buf.fold()
