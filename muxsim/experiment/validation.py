@@ -45,7 +45,7 @@ __all__ = ["ValidationResult", "engine_factory", "pinned_cores", "calibrate_for"
 
 #: Metrics compared besides SLO attainment (summary column names).
 COMPARED_METRICS = ("throughput_rps", "median_ttft_ms", "p90_ttft_ms", "p99_ttft_ms", "median_tpot_ms",
-                    "p90_tpot_ms", "p99_tpot_ms")
+                    "p90_tpot_ms", "p99_tpot_ms", "median_itl_ms", "p99_itl_ms")
 
 
 @dataclass
@@ -211,6 +211,7 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     ckpt = {n: live.checkpoints[m] for n, m in zip(names, cfg.llm_models())
             if live.checkpoints and m in live.checkpoints}
     frames = []
+    itl = {}  # (cell, strategy, run, llm) -> ITL histogram, simulated and measured
     jobs = []
     overheads = {}
     speeds = {}
@@ -231,16 +232,17 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
                         else {"simulated": latency, "simulated-corrected": scaled})
                 overheads[(cell.label, strategy)] = res.job_overhead_s
                 jobs.append(res.jobs.assign(cell=cell.label, strategy=strategy))
-                runs = {run: simulate_cell(cfg, cell, strategy, placement, wl, lat, slo_latency=latency).requests
+                runs = {run: simulate_cell(cfg, cell, strategy, placement, wl, lat, slo_latency=latency)
                         for run, lat in sims.items()}
                 trace = SpeedTrace(res.jobs, live.replay_window_s)
                 speed["replay"] = trace.as_dict()
                 # the replayed factors already hold the run's dispatch gap: no overheads on top
                 runs["simulated-replayed"] = simulate_cell(cfg, cell, strategy, placement, wl, latency,
-                                                           overheads=False, speed=trace).requests
-                runs["measured"] = res.requests
-                for run, df in runs.items():
-                    df = df.copy()
+                                                           overheads=False, speed=trace)
+                runs["measured"] = res
+                for run, out in runs.items():
+                    itl.update({(cell.label, strategy, run, n): h for n, h in out.itl.items()})
+                    df = out.requests.copy()
                     df.insert(0, "run", run)
                     df.insert(0, "strategy", strategy)
                     df.insert(0, "cell", cell.label)
@@ -248,9 +250,8 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
                         df[k] = v
                     frames.append(df)
     requests = pd.concat(frames, ignore_index=True)
-    # no ITL histograms: the live driver records none, and the compared metrics do not use them
     summary = metrics.summarize(requests, cfg.slo.scales, cfg.slo.goodput_scale,
-                                group_cols=("cell", "strategy", "run"), abs_slo=cfg.slo.absolute())
+                                group_cols=("cell", "strategy", "run"), itl=itl, abs_slo=cfg.slo.absolute())
     return ValidationResult(requests, summary, compare(summary, cfg.slo.scales), fitted, overheads,
                             pd.concat(jobs, ignore_index=True), speeds)
 
