@@ -41,6 +41,7 @@ from muxsim.metrics import (  # noqa: E402
 __all__ = [
     "OUTPUT_FILES",
     "console_table",
+    "latency_table",
     "print_report",
     "plot_throughput",
     "plot_slo_attainment",
@@ -99,35 +100,9 @@ def _any_known(rows: pd.DataFrame, col: str) -> bool:
     return col in rows.columns and bool(rows[col].notna().any())
 
 
-def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
-    """A rich table of the overall row of every cell x strategy.
-
-    Columns: cell, strategy; when the summary has them (:func:`muxsim.metrics.add_serving_columns`)
-    the offered rate, the placement's estimate and the total throughput (sum of per-LLM
-    throughputs, MuxServe's figure), all req/s, else muxsim's throughput (all requests / last
-    completion) and goodput (req/s); the output token throughput (tok/s); SLO attainment (%) at
-    the goodput scale under the summary's SLO base, and under each base the table carries; the
-    attainment of the absolute SLOs (%, when set); p99 TTFT, TPOT and, when known, ITL (ms,
-    vLLM's ``p99_*_ms``); when the summary has them (:func:`muxsim.metrics.add_cost_columns`)
-    the cluster's cost (USD/h; in the title when every row has the same) and USD per million
-    output tokens; and -- from ``ratios`` -- the
-    reference strategy's metric divided by this row's (``n/a`` on the reference's own row; the
-    first metric of ``ratios``). Unknown values print ``n/a``.
-
-    Args:
-        summary: output of :func:`muxsim.metrics.summarize` (default group columns).
-        ratios: output of :func:`muxsim.metrics.ratios` for the same summary (one or several
-            metrics), or ``None`` (or an empty frame) to leave the ratio column out.
-
-    Raises:
-        ValueError: a required column is missing, or the summary holds several goodput scales.
-    """
-    rows = _overall(summary, "console_table")
-    g = _goodput_scale(summary, "console_table")
-    att = attainment_column(g)
-    _require(rows, ["goodput_rps", att, "output_throughput_tok_s", "p99_ttft_ms", "p99_tpot_ms"],
-             "console_table")
-
+def _ratio_lookup(ratios: pd.DataFrame | None) -> tuple[dict[tuple[str, str], float], str | None, str | None]:
+    """(cell, strategy) -> ratio of the first metric of ``ratios``, the reference strategy and
+    that metric (None, None without ratios)."""
     ratio_of: dict[tuple[str, str], float] = {}
     reference = metric = None
     if ratios is not None and not ratios.empty:
@@ -140,11 +115,64 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
         for rec in picked.to_dict("records"):
             for c in rcols:
                 ratio_of[(str(rec["cell"]), c.split("/", 1)[1])] = rec[c]
+    return ratio_of, reference, metric
+
+
+def _rows_table(title: str, rows: pd.DataFrame, cols: list[tuple[str, str, str, float]],
+                extra: tuple[str, Callable[[dict], str]] | None = None) -> Table:
+    """A table of ``rows`` (overall rows): cell, strategy, then ``cols`` (header, column,
+    format, scale) and an ``extra`` (header, cell function) column; a section per cell."""
+    table = Table(title=title)
+    # Names wrap rather than being cut to "alpha=..." on narrow (e.g. CI, 80-column) consoles.
+    table.add_column("cell", overflow="fold", min_width=min(24, int(rows["cell"].astype(str).str.len().max())))
+    table.add_column("strategy", no_wrap=True)
+    for header, *_ in cols:
+        table.add_column(header, justify="right")
+    if extra is not None:
+        table.add_column(extra[0], justify="right")
+    cells = rows["cell"].astype(str).to_numpy()
+    for i, rec in enumerate(rows.to_dict("records")):
+        cells_row = [str(rec["cell"]), str(rec["strategy"])]
+        cells_row += [_fmt(rec[c], spec, scale) for _, c, spec, scale in cols]
+        if extra is not None:
+            cells_row.append(extra[1](rec))
+        last_of_cell = i + 1 == len(rows) or cells[i + 1] != cells[i]
+        table.add_row(*cells_row, end_section=last_of_cell)
+    return table
+
+
+def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
+    """A rich table of the overall row of every cell x strategy: what was served.
+
+    Columns: cell, strategy; when the summary has them (:func:`muxsim.metrics.add_serving_columns`)
+    the offered rate, the placement's estimate and the total throughput (sum of per-LLM
+    throughputs, MuxServe's figure), all req/s, else muxsim's throughput (all requests / last
+    completion) and goodput (req/s); the output token throughput (tok/s); SLO attainment (%) at
+    the goodput scale under the summary's SLO base, and under each base the table carries; the
+    attainment of the absolute SLOs (%, when set); and -- from ``ratios`` -- the reference
+    strategy's metric divided by this row's (``n/a`` on the reference's own row; the first
+    metric of ``ratios``). Unknown values print ``n/a``. Latencies and cost are in
+    :func:`latency_table`.
+
+    Args:
+        summary: output of :func:`muxsim.metrics.summarize` (default group columns).
+        ratios: output of :func:`muxsim.metrics.ratios` for the same summary (one or several
+            metrics), or ``None`` (or an empty frame) to leave the ratio column out.
+
+    Raises:
+        ValueError: a required column is missing, or the summary holds several goodput scales.
+    """
+    rows = _overall(summary, "console_table")
+    g = _goodput_scale(summary, "console_table")
+    att = attainment_column(g)
+    _require(rows, ["goodput_rps", att, "output_throughput_tok_s"], "console_table")
+    ratio_of, reference, metric = _ratio_lookup(ratios)
 
     base = str(rows["slo_base"].iloc[0]) if "slo_base" in rows.columns else None
     bases = [b for b in ("alone", "reference") if base_attainment_column(b, g) in rows.columns]
+    served = "total_throughput_rps" in rows.columns
     cols: list[tuple[str, str, str, float]] = []  # (header, column, format, scale)
-    if "total_throughput_rps" in rows.columns:
+    if served:
         # MuxServe's figures; muxsim's own throughput and goodput stay in summary.csv
         cols += [("offered req/s", "offered_rate_rps", ".1f", 1.0),
                  ("estimate req/s", "estimated_throughput_rps", ".1f", 1.0),
@@ -160,9 +188,38 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
         cols += [(f"SLO attain. @{g:g}", att, ".1%", 1.0)]
     if _any_known(rows, "slo_attainment_abs"):
         cols += [("SLO abs.", "slo_attainment_abs", ".1%", 1.0)]
-    cols += [("p99 TTFT ms", "p99_ttft_ms", "sig", 1.0), ("p99 TPOT ms", "p99_tpot_ms", "sig", 1.0)]
-    if _any_known(rows, "p99_itl_ms"):
-        cols += [("p99 ITL ms", "p99_itl_ms", "sig", 1.0)]
+    extra = None
+    if reference is not None:
+        short = {"total_throughput_rps": "served", "throughput_rps": "thr.", "goodput_rps": "goodput"}
+
+        def ratio(rec: dict) -> str:
+            r = ratio_of.get((str(rec["cell"]), str(rec["strategy"])))
+            return "n/a" if r is None else _fmt(r, ".2f") + "x"
+
+        extra = (f"{reference}/this {short.get(metric, metric)}", ratio)
+    title = (f"Overall results (SLO scale {g:g} for goodput and attainment"
+             + (f"; SLO base: {base}" if base else "")
+             + ("; served = sum of per-LLM throughputs" if served else "") + ")")
+    return _rows_table(title, rows, cols, extra)
+
+
+def latency_table(summary: pd.DataFrame) -> Table:
+    """A rich table of the overall row of every cell x strategy: latencies and cost.
+
+    Columns: cell, strategy; mean and p99 of TTFT, TPOT and (when known) ITL, and p99 E2E
+    latency, all ms (vLLM ``benchmark_serving``'s ``mean_*_ms``, ``p99_*_ms``); when the
+    summary has them (:func:`muxsim.metrics.add_cost_columns`) the cluster's cost (USD/h; in the
+    title when every row has the same) and USD per million output tokens. Unknown values print
+    ``n/a``.
+
+    Raises:
+        ValueError: a required column is missing.
+    """
+    rows = _overall(summary, "latency_table")
+    metrics_shown = ["ttft", "tpot"] + (["itl"] if _any_known(rows, "p99_itl_ms") else [])
+    cols = [(f"{m.upper()} {st}", f"{st}_{m}_ms", "sig", 1.0) for m in metrics_shown for st in ("mean", "p99")]
+    cols += [("E2E p99", "p99_e2el_ms", "sig", 1.0)]
+    _require(rows, [c for _, c, _, _ in cols], "latency_table")
     cost_once = None
     if _any_known(rows, "cost_usd_per_hour"):
         costs = pd.unique(rows["cost_usd_per_hour"])
@@ -171,41 +228,23 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
         else:
             cols += [("USD/h", "cost_usd_per_hour", "sig", 1.0)]
         cols += [("USD/M out tok", "usd_per_million_output_tokens", "sig", 1.0)]
-    table = Table(title=f"Overall results (SLO scale {g:g} for goodput and attainment"
-                        + (f"; SLO base: {base}" if base else "")
-                        + ("; served = sum of per-LLM throughputs" if "total_throughput_rps" in rows.columns else "")
-                        + (f"; cluster USD {_fmt(cost_once, 'sig')}/h" if cost_once is not None else "")
-                        + ")")
-    # Names wrap rather than being cut to "alpha=..." on narrow (e.g. CI, 80-column) consoles.
-    table.add_column("cell", overflow="fold", min_width=min(24, int(rows["cell"].astype(str).str.len().max())))
-    table.add_column("strategy", overflow="fold")
-    for header, *_ in cols:
-        table.add_column(header, justify="right")
-    if reference is not None:
-        short = {"total_throughput_rps": "served", "throughput_rps": "thr.", "goodput_rps": "goodput"}
-        table.add_column(f"{reference}/this {short.get(metric, metric)}", justify="right")
-
-    cells = rows["cell"].astype(str).to_numpy()
-    for i, rec in enumerate(rows.to_dict("records")):
-        cells_row = [str(rec["cell"]), str(rec["strategy"])]
-        cells_row += [_fmt(rec[c], spec, scale) for _, c, spec, scale in cols]
-        if reference is not None:
-            r = ratio_of.get((str(rec["cell"]), str(rec["strategy"])))
-            cells_row.append("n/a" if r is None else _fmt(r, ".2f") + "x")
-        last_of_cell = i + 1 == len(rows) or cells[i + 1] != cells[i]
-        table.add_row(*cells_row, end_section=last_of_cell)
-    return table
+    title = ("Latencies (ms, over finished requests)"
+             + (f"; cluster USD {_fmt(cost_once, 'sig')}/h" if cost_once is not None else ""))
+    return _rows_table(title, rows, cols)
 
 
 def print_report(
     summary: pd.DataFrame, ratios: pd.DataFrame | None, console: Console | None = None
 ) -> None:
-    """Print :func:`console_table` to ``console`` (default: a new stdout console).
+    """Print :func:`console_table` and :func:`latency_table` to ``console`` (default: a new
+    stdout console).
 
     Raises:
-        ValueError: as :func:`console_table`.
+        ValueError: as :func:`console_table`, :func:`latency_table`.
     """
-    (console or Console()).print(console_table(summary, ratios))
+    con = console or Console()
+    con.print(console_table(summary, ratios))
+    con.print(latency_table(summary))
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -487,29 +487,34 @@ def test_console_table(summary):
     assert "1.20x" in text and "alpha=1.3" in text and "spatial" in text
     assert "0.300" in text  # muxserve throughput in the first cell
     assert "25.0%" in text  # muxserve attainment at the goodput scale 2
-    # p99 TTFT 1980 ms, p99 TPOT 1000 x percentile([4/3, 3/4, 7/6], 99) = 1330 ms, 1.40 output tok/s
-    assert "1,980" in text and "1,330" in text and "1.40" in text
+    # 1.40 output tok/s; the latency table: mean TTFT 1167 ms, p99 TTFT 1980 ms, p99 TPOT
+    # 1000 x percentile([4/3, 3/4, 7/6], 99) = 1330 ms, p99 E2E 8920 ms
+    assert "1.40" in text and "1,167" in text and "1,980" in text and "1,330" in text and "8,920" in text
     assert "ITL" not in text and "USD" not in text and "SLO abs" not in text  # unknown: left out
     table = R.console_table(summary, None)
-    assert len(table.columns) == 8 and table.row_count == 4
+    assert [c.header for c in table.columns] == ["cell", "strategy", "throughput (req/s)", "goodput@2 (req/s)",
+                                                 "output tok/s", "SLO attain. @2"]
+    assert table.row_count == 4
+    lat = R.latency_table(summary)
+    assert [c.header for c in lat.columns][2:] == ["TTFT mean", "TTFT p99", "TPOT mean", "TPOT p99", "E2E p99"]
 
 
-def test_console_table_itl_abs_slo_and_cost(summary):
+def test_console_tables_itl_abs_slo_and_cost(summary):
     from rich.console import Console
 
-    s = summary.assign(p99_itl_ms=12.345, slo_attainment_abs=0.5, gpus=4, cost_usd_per_hour=10.8,
+    s = summary.assign(mean_itl_ms=9.876, p99_itl_ms=12.345, slo_attainment_abs=0.5, gpus=4, cost_usd_per_hour=10.8,
                        usd_per_million_output_tokens=np.where(summary.llm == "all", 2142.857, NAN))
     s.loc[(s.strategy == "spatial") & (s.llm == "all"), "usd_per_million_output_tokens"] = np.inf
     console = Console(record=True, width=250)
-    console.print(R.console_table(s, None))
+    R.print_report(s, None, console=console)
     text = console.export_text()
-    assert "p99 ITL ms" in text and "12.3" in text
+    assert "ITL p99" in text and "12.3" in text and "9.88" in text
     assert "SLO abs." in text and "50.0%" in text
     # one cluster price for every row: said once, in the title
     assert "cluster USD 10.8/h" in text and "2,143" in text and "inf" in text
-    assert R.console_table(s, None).columns[-1].header == "USD/M out tok"
+    assert R.latency_table(s).columns[-1].header == "USD/M out tok"
     s.loc[s.strategy == "spatial", "cost_usd_per_hour"] = 21.6
-    headers = [c.header for c in R.console_table(s, None).columns]
+    headers = [c.header for c in R.latency_table(s).columns]
     assert headers[-2:] == ["USD/h", "USD/M out tok"]
 
 
