@@ -55,7 +55,7 @@ Definitions (per group, e.g. one cell x strategy, and per LLM inside it):
   those with ``output_tokens > 1``), in ms, so they describe the same population. Requests cut
   off by the drain limit do not appear in them; the attainment columns are what penalises them.
   A statistic without any sample is NaN (vLLM writes 0 there). ITL statistics come from the
-  histograms (their percentiles within 0.12 %, :mod:`muxsim.core.itl`), NaN without one.
+  histograms (their percentiles within 0.1 %, :mod:`muxsim.core.itl`), NaN without one.
 - total throughput (req/s, MuxServe's reported figure) = the sum of the group's per-LLM
   throughputs; rate-weighted throughput (the paper's throughput figure) = sum_i rate_i x
   throughput_i / N over the experiment's N LLMs (:func:`add_serving_columns`).
