@@ -167,6 +167,9 @@ CONFIG_CASES = [
     C("cluster-gpu-unknown", {"cluster.gpu": "v100"}, "unknown GPU 'v100'; allowed:"),
     C("cluster-unknown-key", {"cluster.nodez": 2}, "cluster.nodez: unknown key; allowed: nodes, gpus_per_node, gpu"),
     C("cluster-fits-nowhere", {"cluster.gpus_per_node": 2}, "fits on no mesh"),
+    C("cluster-price-zero", {"cluster.usd_per_gpu_hour": 0}, "cluster.usd_per_gpu_hour: must be in (0, 1000]"),
+    C("cluster-price-huge", {"cluster.usd_per_gpu_hour": 5000}, "cluster.usd_per_gpu_hour: must be in (0, 1000]"),
+    C("cluster-price-text", {"cluster.usd_per_gpu_hour": "cheap"}, "cluster.usd_per_gpu_hour: must be a number"),
     # --- llms
     C("llms-empty", {"llms": []}, "llms:"),
     C("llms-not-a-list", {"llms": "llama-7b"}, "llms:"),
@@ -312,6 +315,10 @@ CONFIG_CASES = [
     C("slo-goodput-zero", {"slo.goodput_scale": 0}, "slo.goodput_scale: must be in (0, 1e+06]"),
     C("slo-goodput-nan", {"slo.goodput_scale": NAN}, "slo.goodput_scale: must be a finite number"),
     C("slo-base-unknown", {"slo.base": "median"}, "slo.base: Input should be"),
+    C("slo-ttft-zero", {"slo.ttft_ms": 0}, "slo.ttft_ms: must be in (0, 1e+09]"),
+    C("slo-tpot-negative", {"slo.tpot_ms": -5}, "slo.tpot_ms: must be in (0, 1e+09]"),
+    C("slo-e2e-nan", {"slo.e2e_ms": NAN}, "slo.e2e_ms: must be a finite number"),
+    C("slo-ttft-text", {"slo.ttft_ms": "fast"}, "slo.ttft_ms: must be a number"),
     C("slo-unknown-key", {"slo.scale": [1]}, "slo.scale: unknown key; allowed: scales, goodput_scale, base"),
     # --- scheduler
     C("scheduler-sm-units-zero", {"scheduler.sm_units": 0}, "scheduler.sm_units: must be in [1, 100]"),
