@@ -694,9 +694,10 @@ def test_gpu_prices_and_config_override():
         SLOConfig(tpot_ms=0)
 
 
-def test_itl_columns_of_a_real_simulation(tmp_path):
+def test_itl_and_cost_columns_of_a_real_simulation(tmp_path):
     """ITL from the simulator's histograms: its mean is exactly the finished requests' time from
-    first to last token over their gaps (every request finishes here), per LLM and pooled."""
+    first to last token over their gaps (every request finishes here), per LLM and pooled; the
+    cost columns from the config's cluster and the catalog's price (or the config's)."""
     from muxsim.config import load_config
     from muxsim.experiment import experiment_results, run_experiment
 
@@ -717,7 +718,17 @@ def test_itl_columns_of_a_real_simulation(tmp_path):
         want = 1e3 * (sub.finish_s - sub.first_token_s).sum() / (sub.output_tokens - 1).sum()
         assert r.mean_itl_ms == pytest.approx(want, rel=1e-9), (strategy, llm)
         assert 0 < r.median_itl_ms <= r.p90_itl_ms <= r.p99_itl_ms and r.std_itl_ms > 0
+    from muxsim.catalog import GPUS
+
+    price = GPUS["a100-80gb"].usd_per_gpu_hour
     for run in runs:  # the overall row pools the run's LLMs
         pooled = type(next(iter(run.itl.values()))).merge(run.itl.values())
         r = _row(s, run.cell, run.strategy, "all")
         assert r.p99_itl_ms == pytest.approx(pooled.percentile_ms(99)) and r.std_itl_ms == pytest.approx(pooled.std_ms())
+        # cost: the cluster's 2 GPUs at the catalog's price, whatever the placement uses
+        assert r.gpus == sum(m.gpus for m in run.placement.meshes)
+        assert r.cost_usd_per_hour == pytest.approx(2 * price)
+        assert r.usd_per_million_output_tokens == pytest.approx(2 * price / (3600 * r.output_throughput_tok_s) * 1e6)
+    cheap = experiment_results(cfg.model_copy(update={"cluster": cfg.cluster.model_copy(
+        update={"usd_per_gpu_hour": 1.0})}), plans, runs).summary
+    assert (cheap.cost_usd_per_hour == 2.0).all()

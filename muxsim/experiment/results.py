@@ -465,6 +465,7 @@ def experiment_summary(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
                           for r in runs for n in cfg.llm_names()],
                          columns=["cell", "strategy", "llm", "offered_rate_rps", "estimated_throughput_rps"])
     out = metrics.add_serving_columns(summary, facts, len(cfg.llm_names()), cfg.slo.base)
+    # one cluster for the whole experiment; a sweep over clusters would look up each cell's
     price = cfg.cluster.price_per_gpu_hour()
     costs = pd.DataFrame([(r.cell, r.strategy, sum(m.gpus for m in r.placement.meshes), cfg.cluster.n_gpus,
                            float("nan") if price is None else price) for r in runs],
