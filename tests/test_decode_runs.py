@@ -63,6 +63,14 @@ def _same(spec: RunSpec, speed=None):
     pd.testing.assert_frame_equal(ref.requests, fast.requests, check_exact=True)
     assert ref.n_jobs == fast.n_jobs
     assert ref.sim_time_s == fast.sim_time_s
+    # the same token gaps: the runs' iteration ends are the event-by-event run's floats
+    assert ref.itl.keys() == fast.itl.keys()
+    for name, h in ref.itl.items():
+        g = fast.itl[name]
+        assert (h.n, h.min_s, h.max_s) == (g.n, g.min_s, g.max_s), name
+        np.testing.assert_array_equal(h.bins, g.bins)
+        np.testing.assert_array_equal(h.counts, g.counts)
+        assert g.mean_s == pytest.approx(h.mean_s, rel=1e-12, nan_ok=True)
     # the event-by-event run completes every job as an event (but those the drain limit cut)
     assert ref.n_completions == ref.n_jobs or spec.drain_limit_s is not None
     return ref, fast

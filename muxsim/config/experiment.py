@@ -14,6 +14,7 @@ from muxsim.schema import FieldProblem
 from muxsim.schema import Strict as _Strict
 
 from .cells import Cell
+from .errors import ConfigError
 from .sections import (
     MAX_SEED,
     ClusterConfig,
@@ -23,6 +24,7 @@ from .sections import (
     OverheadConfig,
     PlacementConfig,
     SLOConfig,
+    TimelineConfig,
     WorkloadConfig,
 )
 
@@ -61,6 +63,7 @@ class ExperimentConfig(_Strict):
     overhead: OverheadConfig = OverheadConfig()
     placement: PlacementConfig = PlacementConfig()
     live: LiveConfig | None = None
+    timeline: TimelineConfig | None = None
     # excluded from dumps: the resolved config reproduces the results, which limits never change
     limits: LimitsConfig = Field(default_factory=LimitsConfig, exclude=True)
 
@@ -135,7 +138,39 @@ class ExperimentConfig(_Strict):
                                    f"lists {n} LLMs (llm-0..llm-{n - 1}), one count each")
         if self.placement.meshes is not None:
             self._check_meshes()
+        tl = self.timeline
+        if tl is not None and tl.strategies is not None:
+            other = [s for s in tl.strategies if s not in self.strategies]
+            if other:
+                raise FieldProblem("timeline.strategies", f"timeline.strategies names {other}, not run; "
+                                   f"allowed: {', '.join(self.strategies)}")
         return self
+
+    def check_timeline_cells(self, cells: list[Cell]) -> None:
+        """Refuse a ``timeline.cells`` entry that names none of the sweep's ``cells``.
+
+        Raises:
+            ConfigError: one line naming the entry and the allowed labels and positions.
+        """
+        tl = self.timeline
+        if tl is None or tl.cells is None:
+            return
+        labels = [c.label for c in cells]
+        for c in tl.cells:
+            if c not in labels and not (isinstance(c, int) and c < len(cells)):
+                shown = ", ".join(repr(x) for x in labels[:6]) + (", ..." if len(labels) > 6 else "")
+                raise ConfigError(f"timeline.cells: {c!r} is not a cell of the sweep; allowed: its labels "
+                                  f"({shown}) or positions 0..{len(cells) - 1}")
+
+    def timeline_window(self, cell: Cell, position: int, strategy: str) -> tuple[float, float] | None:
+        """The job-log window (s) of ``strategy`` on the sweep's cell ``position`` (``cell``),
+        or None when :attr:`timeline` does not name them."""
+        tl = self.timeline
+        if tl is None or (tl.strategies is not None and strategy not in tl.strategies):
+            return None
+        if tl.cells is not None and cell.label not in tl.cells and position not in tl.cells:
+            return None
+        return tl.window_s
 
     def _check_meshes(self) -> None:
         """What an explicit placement must satisfy that the config alone tells (memory fit is

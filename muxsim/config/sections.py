@@ -551,6 +551,35 @@ class MeshConfig(_Strict):
         return self
 
 
+class TimelineConfig(_Strict):
+    """The job log (``jobs.parquet``) and its Perfetto trace: every job that starts in
+    ``window_s`` = [start, end) (simulated s, 0 <= start < end <= 1e7) of the cells named in
+    ``cells`` (labels, or positions in the sweep from 0; null: every cell) under the strategies
+    in ``strategies`` (null: every strategy of the run). Decode iterations that start in the
+    window are simulated one job each, which changes no result; a window of a few seconds keeps
+    the log small (about 40 jobs per request at low load)."""
+
+    window_s: tuple[_Num, _Num]
+    cells: list[int | str] | None = None
+    strategies: list[str] | None = None
+
+    @field_validator("window_s")
+    @classmethod
+    def _window(cls, v):
+        a, b = v
+        if not (math.isfinite(a) and math.isfinite(b) and 0 <= a < b <= MAX_SECONDS):
+            raise ValueError(f"window_s must be [start, end] s with 0 <= start < end <= {MAX_SECONDS:g}, "
+                             f"got [{a}, {b}]")
+        return (float(a), float(b))
+
+    @field_validator("cells")
+    @classmethod
+    def _cells(cls, v):
+        if v is not None and (not v or any(isinstance(c, int) and c < 0 for c in v)):
+            raise ValueError(f"cells must be a non-empty list of cell labels or positions >= 0, got {v}")
+        return v
+
+
 class LimitsConfig(_Strict):
     """Size guards (:mod:`muxsim.experiment.guards`): a run whose estimate, made from the config
     before anything is drawn, exceeds one of them is refused with one line. They guard the run

@@ -42,11 +42,13 @@ class Request:
         prefill_start, first_token, finish: times (s) of the first prefill start, the first
             token and the last token; None until reached.
         preemptions: times it was preempted and recomputed.
+        last_tok: time (s) of the last token it emitted (kept only while its LLM records
+            inter-token latencies, :attr:`LLMRuntime.itl`).
     """
 
     __slots__ = (
         "idx", "llm", "arrival", "prompt", "output", "done", "prefill_start", "first_token",
-        "finish", "preemptions", "kv_join", "join_iter", "bucket", "epoch",
+        "finish", "preemptions", "kv_join", "join_iter", "bucket", "epoch", "last_tok",
     )
 
     def __init__(self, idx: int, llm: int, arrival: float, prompt: int, output: int):
@@ -64,6 +66,7 @@ class Request:
         self.join_iter = 0
         self.bucket = 0
         self.epoch = 0
+        self.last_tok = 0.0
 
     def total_steps(self) -> int:
         """32-token block steps of its whole sequence (prompt + output)."""
@@ -83,6 +86,12 @@ class LLMRuntime:
         slot: its index among the LLMs of its mesh (its slot in the mesh's KV pool).
 
     ``mesh`` is the index of its mesh, set by whoever builds the meshes (-1 until then).
+
+    Inter-token latencies: a driver that sets ``itl`` (a :class:`muxsim.core.itl.ITLBuffer`)
+    gets every token gap of this LLM's requests there. ``tok_end`` is the end (s) of its last
+    decode iteration, ``join_tok`` the last-token times of the requests that joined the batch for
+    the iteration running now, and ``chain_ends`` the ends of the iterations of the running
+    decode that a driver ran on as one job (:meth:`skip_decodes`; the driver appends them).
     """
 
     def __init__(self, index: int, name: str, model: ModelSpec, tp: int, prefill_pct: float,
@@ -112,6 +121,10 @@ class LLMRuntime:
         self.curve = None  # a driver's latency handle; the policy never reads it
         # a live driver sets a list here to learn which requests to evict from its engine
         self.evicted: list[Request] | None = None
+        self.itl = None
+        self.tok_end = 0.0
+        self.join_tok: list[float] = []
+        self.chain_ends: list[float] = []
 
     # ---- queue ---------------------------------------------------------------------------
     def oldest_arrival(self) -> float:
@@ -181,7 +194,14 @@ class LLMRuntime:
             Requests that are now complete (their ``finish`` is set to ``now``).
         """
         done = []
+        buf = self.itl
         for r in batch:
+            if buf is not None:
+                if r.done:  # a recompute prefill emits the token after the one before preemption
+                    buf.g.append(now - r.last_tok)
+                    buf.w.append(1)
+                    buf.n += 1
+                r.last_tok = now
             r.done += 1
             if r.first_token is None:
                 r.first_token = now
@@ -198,7 +218,10 @@ class LLMRuntime:
     # ---- decode ----------------------------------------------------------------------------
     def _merge_pending(self) -> None:
         it = self.iter
+        jt = self.join_tok if self.itl is not None else None
         for r in self.pending:
+            if jt is not None:
+                jt.append(r.last_tok)
             kv = r.prompt + r.done - 1
             r.kv_join = kv
             r.join_iter = it
@@ -235,6 +258,11 @@ class LLMRuntime:
             if pool.allocate(self.slot, self.buckets[need_bucket] * self.bps):
                 break
             r = self.running[next(reversed(self.running))]  # the most recently joined
+            if self.itl is not None:
+                if r.join_iter < self.iter:  # it decoded since it joined: its last token came then
+                    r.last_tok = self.tok_end
+                else:  # it joined for this iteration, the last to join: its entry is the last
+                    self.join_tok.pop()
             self._release_running(r, pool)
             r.done = r.done + self.iter - r.join_iter
             r.preemptions += 1
@@ -250,6 +278,9 @@ class LLMRuntime:
             Requests that emitted their last token in it (``finish`` set to ``now``).
         """
         n = len(self.running)
+        buf = self.itl
+        if buf is not None:
+            self._record_gaps(buf, n, now)
         self.iter += 1
         self.ctx += n
         it = self.iter
@@ -264,6 +295,43 @@ class LLMRuntime:
             self._release_running(r, pool)
             done.append(r)
         return done
+
+    def end_itl(self) -> None:
+        """At the end of a run: the gaps of the iterations of the decode still running that
+        ended (those a driver ran on as one job, :attr:`chain_ends`), as their completions one
+        by one would have recorded them."""
+        ends = self.chain_ends
+        if self.itl is None or not ends:
+            return
+        last = ends.pop()
+        self._record_gaps(self.itl, len(self.running), last)
+
+    def _record_gaps(self, buf, n: int, now: float) -> None:
+        """Buffer the gaps of a decode of ``n`` requests that ends at ``now``: those of its first
+        iteration (to each joiner's last token, to the previous iteration's end for the others)
+        and, when iterations ran on as one job (:attr:`chain_ends`), those between them."""
+        ends = self.chain_ends
+        first = ends[0] if ends else now
+        jt = self.join_tok
+        if jt:
+            buf.joins.append((first, jt))
+            self.join_tok = []
+            stay = n - len(jt)
+            buf.n += len(jt)
+        else:
+            stay = n
+        if stay > 0:
+            buf.g.append(first - self.tok_end)
+            buf.w.append(stay)
+            buf.n += 1
+        if ends:
+            ends.append(now)
+            buf.chains.append((ends, n))
+            buf.n += len(ends)
+            self.chain_ends = []
+        self.tok_end = now
+        if buf.n >= buf.fold_at:
+            buf.fold()
 
     # ---- several decode iterations at once -------------------------------------------------
     def decode_headroom(self, pool) -> int:

@@ -14,10 +14,11 @@ from muxsim.core.llm import Request
 __all__ = ["REQUEST_COLUMNS", "REJECTED", "DRAINED", "STALLED", "REASONS", "SLO_BASES", "RequestLog",
            "log_table", "slo_base_latency", "reference_gpus", "reference_slo_base", "request_table"]
 
-#: Columns of the per-request table. ``slo_base_s`` is the base of the run's ``slo.base``;
+#: Columns of the per-request table. ``mesh`` is the index of the request's mesh in its run's
+#: placement (``placement.meshes``, as run.json lists them). ``slo_base_s`` is the base of the run's ``slo.base``;
 #: ``slo_base_alone_s`` and ``slo_base_reference_s`` are both bases, always written.
 REQUEST_COLUMNS = (
-    "request_id", "llm", "model", "arrival_s", "prefill_start_s", "first_token_s", "finish_s",
+    "request_id", "llm", "model", "mesh", "arrival_s", "prefill_start_s", "first_token_s", "finish_s",
     "prompt_tokens", "output_tokens", "preemptions", "finished", "reason", "slo_base_s",
     "slo_base_alone_s", "slo_base_reference_s",
 )
@@ -133,7 +134,7 @@ class RequestLog:
 
 
 def request_table(reqs: list[Request], reasons: list[str], names, models, latency, gpu,
-                  unfinished_reason: str, slo_base: str = "alone") -> pd.DataFrame:
+                  unfinished_reason: str, slo_base: str = "alone", meshes=None) -> pd.DataFrame:
     """The per-request table (:data:`REQUEST_COLUMNS`) of a run from its :class:`Request`
     objects (every request of the workload, in workload order) and ``reasons`` ("" when none):
     :func:`log_table` of their :class:`RequestLog`, with the workload's columns taken from them.
@@ -144,12 +145,12 @@ def request_table(reqs: list[Request], reasons: list[str], names, models, latenc
     prompts = np.fromiter((r.prompt for r in reqs), dtype=np.int64, count=n)
     outputs = np.fromiter((r.output for r in reqs), dtype=np.int64, count=n)
     return log_table(RequestLog.of(reqs, reasons), llm_idx, arrivals, prompts, outputs, names, models, latency,
-                     gpu, unfinished_reason, slo_base)
+                     gpu, unfinished_reason, slo_base, meshes)
 
 
 def log_table(log: RequestLog, llm_idx: np.ndarray, arrivals: np.ndarray, prompts: np.ndarray,
               outputs: np.ndarray, names, models, latency, gpu, unfinished_reason: str,
-              slo_base: str = "alone") -> pd.DataFrame:
+              slo_base: str = "alone", meshes=None) -> pd.DataFrame:
     """Build the per-request table (:data:`REQUEST_COLUMNS`) of a run.
 
     Args:
@@ -161,6 +162,7 @@ def log_table(log: RequestLog, llm_idx: np.ndarray, arrivals: np.ndarray, prompt
         latency, gpu: the latency model and GPU kind for the SLO base latencies (without job
             overheads: an SLO is a fixed target, not a property of the system judged).
         slo_base: which base ``slo_base_s`` holds (:data:`SLO_BASES`).
+        meshes: per LLM index, the index of its mesh in the placement (None: -1 for all).
 
     Raises:
         ValueError: unknown ``slo_base``.
@@ -177,6 +179,8 @@ def log_table(log: RequestLog, llm_idx: np.ndarray, arrivals: np.ndarray, prompt
         "request_id": np.arange(n, dtype=np.int64),
         "llm": name_arr[llm_idx] if n else np.asarray([], dtype=object),
         "model": model_arr[llm_idx] if n else np.asarray([], dtype=object),
+        "mesh": (np.asarray(meshes, dtype=np.int64)[llm_idx] if meshes is not None and n
+                 else np.full(n, -1, dtype=np.int64)),
         "arrival_s": np.asarray(arrivals, dtype=float),
         "prefill_start_s": log.prefill_start,
         "first_token_s": log.first_token,

@@ -23,8 +23,8 @@ from muxsim.core.records import DRAINED, STALLED, RequestLog, log_table, request
 from muxsim.core.settings import SchedulerConfig
 from muxsim.core.strategies import build_schedulers
 
-__all__ = ["RunSpec", "WorkloadColumns", "attach_curves", "log_result_table", "placement_curves", "result_table",
-           "stop_time", "workload_columns", "workload_requests"]
+__all__ = ["RunSpec", "WorkloadColumns", "attach_curves", "log_result_table", "mesh_index", "placement_curves",
+           "result_table", "stop_time", "workload_columns", "workload_requests"]
 
 
 @dataclass(frozen=True)
@@ -157,13 +157,26 @@ def attach_curves(runtimes: Sequence[LLMRuntime], latency, gpu: GPUSpec) -> dict
     return sources
 
 
+def mesh_index(placement: Placement, names: Sequence[str]) -> np.ndarray:
+    """Per LLM of ``names``, the index of its mesh in ``placement.meshes`` (-1: not placed),
+    shape (len(names),), int64."""
+    index = {n: i for i, n in enumerate(names)}
+    out = np.full(len(names), -1, dtype=np.int64)
+    for k, mesh in enumerate(placement.meshes):
+        for llm in mesh.llms:
+            if llm in index:
+                out[index[llm]] = k
+    return out
+
+
 def result_table(spec: RunSpec, reqs: list[Request], reasons: list[str]) -> pd.DataFrame:
     """The per-request table of a finished run (:func:`muxsim.core.records.request_table`):
     unfinished requests without a reason were cut by the drain limit, or stalled when there
     was none."""
     return request_table(reqs, reasons, spec.names, spec.models,
                          spec.slo_latency if spec.slo_latency is not None else spec.latency, spec.gpu,
-                         DRAINED if spec.drain_limit_s is not None else STALLED, spec.slo_base)
+                         DRAINED if spec.drain_limit_s is not None else STALLED, spec.slo_base,
+                         mesh_index(spec.placement, spec.names))
 
 
 def log_result_table(spec: RunSpec, log: RequestLog, w: WorkloadColumns) -> pd.DataFrame:
@@ -171,4 +184,5 @@ def log_result_table(spec: RunSpec, log: RequestLog, w: WorkloadColumns) -> pd.D
     the workload's columns ``w``."""
     return log_table(log, w.llm, w.arrival, w.prompt, w.output, spec.names, spec.models,
                      spec.slo_latency if spec.slo_latency is not None else spec.latency, spec.gpu,
-                     DRAINED if spec.drain_limit_s is not None else STALLED, spec.slo_base)
+                     DRAINED if spec.drain_limit_s is not None else STALLED, spec.slo_base,
+                     mesh_index(spec.placement, spec.names))

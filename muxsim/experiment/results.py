@@ -366,7 +366,24 @@ class ExperimentResults:
         written = report.write_outputs(self.store.write_parquet, self.summary, self.ratios, folder,
                                        self.cfg.model_dump(mode="json"), self.cfg.seed, __version__,
                                        extra=self.facts)
-        return written + save_workloads(self.plans, folder)
+        return written + save_workloads(self.plans, folder) + self.write_job_log(folder)
+
+    def job_log(self) -> pd.DataFrame | None:
+        """The job log of every run that kept one (``timeline`` in the config), in run order
+        (:data:`muxsim.sim.driver.JOB_COLUMNS` after ``cell`` and ``strategy``); None without."""
+        parts = [r.jobs for r in self.runs if r.jobs is not None]
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+    def write_job_log(self, folder: str | Path) -> list[Path]:
+        """Write :meth:`job_log` as ``jobs.parquet`` into ``folder`` (nothing without a log)."""
+        jobs = self.job_log()
+        if jobs is None:
+            return []
+        path = Path(folder) / "jobs.parquet"
+        tmp = path.with_name(path.name + ".tmp")
+        jobs.to_parquet(tmp, index=False, engine="pyarrow")
+        tmp.replace(path)
+        return [path]
 
 
 def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[CellRun],
@@ -408,6 +425,9 @@ def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
                            for p in plans if p.counts is not None},
         "workloads": {p.cell.label: f"workload_{p.index}.parquet" for p in plans},
     }
+    if cfg.timeline is not None:
+        facts["timeline"] = {"window_s": list(cfg.timeline.window_s), "job_log": "jobs.parquet",
+                             "runs": [f"{r.cell} | {r.strategy}" for r in runs if r.jobs is not None]}
     return ExperimentResults(cfg, plans, runs, store, store.n_requests, summary, ratios, facts, roofline, scaled)
 
 

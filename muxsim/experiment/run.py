@@ -43,17 +43,21 @@ def run_experiment(cfg: ExperimentConfig, jobs: int = 1,
 
     Raises:
         muxsim.core.placement.PlacementError, ValueError: infeasible placement or bad input.
+        muxsim.config.ConfigError: ``timeline.cells`` names no cell of the sweep.
         Whatever ``on_run`` raises (the remaining tasks are then stopped).
         ModuleNotFoundError: executor ``"ray"`` without ray installed.
         muxsim.experiment.ray_executor.ExecutorError: Ray failed to start or to connect.
         Any exception (KeyboardInterrupt included) propagates after the workers are stopped.
     """
     tick = progress or (lambda label: None)
+    if cfg.timeline is not None:
+        cfg.check_timeline_cells(cfg.cells())
     # worker_pool stops the workers at once (running tasks abandoned) when this block raises,
     # Ctrl-C and SIGTERM included, and its workers die with this process in any case.
     with worker_pool(jobs, executor, address) as ex:
         plans = plan_experiment(cfg, ex, tick)
-        tasks = [CellTask(cfg, p.cell, s, p.placements[strategy_placement(cfg, s)], p.workload)
+        tasks = [CellTask(cfg, p.cell, s, p.placements[strategy_placement(cfg, s)], p.workload,
+                          cfg.timeline_window(p.cell, p.index, s))
                  for p in plans for s in cfg.strategies]
         # longest cells first keeps the workers busy to the end
         order = sorted(range(len(tasks)), key=lambda k: -len(tasks[k].workload))

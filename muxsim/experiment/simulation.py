@@ -4,7 +4,7 @@ process receives for it."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -22,7 +22,9 @@ __all__ = ["CellRun", "CellTask", "run_cell", "run_spec", "simulate_cell"]
 
 @dataclass
 class CellRun:
-    """One simulated (cell, strategy): its per-request table and run facts."""
+    """One simulated (cell, strategy): its per-request table and run facts; ``itl`` its
+    inter-token latencies per LLM name (:class:`muxsim.core.itl.ITLHistogram`), ``jobs`` its
+    job log with ``cell`` and ``strategy`` columns first (None: no timeline asked for it)."""
 
     cell: str
     strategy: str
@@ -32,18 +34,22 @@ class CellRun:
     n_jobs: int
     latency_sources: dict[str, str]
     wall_s: float
+    itl: dict = field(default_factory=dict)
+    jobs: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
 class CellTask:
     """What a worker needs to simulate one strategy of one cell: the validated config (not
-    validated again), the cell, the strategy, its placement and the cell's workload."""
+    validated again), the cell, the strategy, its placement, the cell's workload and the
+    job-log window (s; None: no job log)."""
 
     cfg: ExperimentConfig
     cell: Cell
     strategy: str
     placement: Placement
     workload: pd.DataFrame
+    timeline: tuple[float, float] | None = None
 
     @property
     def label(self) -> str:
@@ -53,7 +59,7 @@ class CellTask:
 
 def simulate_cell(cfg: ExperimentConfig, cell: Cell, strategy: str, placement: Placement,
                   workload: pd.DataFrame, latency=None, slo_latency=None, overheads: bool = True,
-                  speed=None) -> SimResult:
+                  speed=None, timeline: tuple[float, float] | None = None) -> SimResult:
     """Simulate one strategy of one cell on its workload, with the config's scheduler knobs,
     job overheads and SLO base (:func:`muxsim.sim.driver.simulate`).
 
@@ -62,11 +68,12 @@ def simulate_cell(cfg: ExperimentConfig, cell: Cell, strategy: str, placement: P
         slo_latency: the latency model of the SLO bases (default: ``latency`` without
             overheads).
         overheads: add the config's job-overhead model to every job.
-        speed: as :func:`muxsim.sim.driver.simulate`'s.
+        speed, timeline: as :func:`muxsim.sim.driver.simulate`'s.
     """
     run_latency, base = latency_models(cfg, latency)
     return simulate(run_spec(cfg, cell, strategy, placement, workload, run_latency if overheads else base,
-                             slo_latency if slo_latency is not None else base), speed=speed)
+                             slo_latency if slo_latency is not None else base), speed=speed,
+                    timeline=timeline)
 
 
 def run_spec(cfg: ExperimentConfig, cell: Cell, strategy: str, placement: Placement, workload: pd.DataFrame,
@@ -84,12 +91,16 @@ def run_cell(task: CellTask) -> CellRun:
     strategy, sweep parameters and each request's latency source added."""
     t0 = time.perf_counter()
     cfg, cell, strategy = task.cfg, task.cell, task.strategy
-    res = simulate_cell(cfg, cell, strategy, task.placement, task.workload)
+    res = simulate_cell(cfg, cell, strategy, task.placement, task.workload, timeline=task.timeline)
     df = res.requests
     df.insert(0, "strategy", strategy)
     df.insert(0, "cell", cell.label)
     for k, v in cell.params.items():
         df[k] = v
     df["latency_source"] = df["model"].map(res.latency_sources)
+    jobs = res.jobs
+    if jobs is not None:
+        jobs.insert(0, "strategy", strategy)
+        jobs.insert(0, "cell", cell.label)
     return CellRun(cell.label, strategy, df, task.placement, res.sim_time_s, res.n_jobs,
-                   res.latency_sources, time.perf_counter() - t0)
+                   res.latency_sources, time.perf_counter() - t0, res.itl, jobs)

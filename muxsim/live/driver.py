@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from muxsim.catalog import ModelSpec
+from muxsim.core.itl import ITLRecorder
 from muxsim.core.llm import Request
 from muxsim.core.records import REJECTED
 from muxsim.core.replay import (
@@ -47,6 +48,9 @@ class LiveResult:
         jobs: one row per job: llm, model, kind, n_seqs, n_tokens, sm_pct, submitted_s, ended_s,
             measured_s (engine-measured duration), predicted_s (the latency model's), times from
             the run's start.
+        itl: per LLM name, its requests' measured inter-token latencies
+            (:class:`muxsim.core.itl.ITLHistogram`; token times are the wall-clock ends of the
+            jobs that emitted them).
     """
 
     requests: pd.DataFrame
@@ -54,6 +58,7 @@ class LiveResult:
     n_jobs: int
     job_overhead_s: float
     jobs: pd.DataFrame
+    itl: dict = field(default_factory=dict)
 
 
 def run_live(spec: RunSpec, engine: Engine, clock: Callable[[], float] = time.monotonic) -> LiveResult:
@@ -77,8 +82,10 @@ def run_live(spec: RunSpec, engine: Engine, clock: Callable[[], float] = time.mo
             :func:`muxsim.core.strategies.build_schedulers`.
     """
     scheds, runtimes = spec.build()
+    itl = ITLRecorder(len(runtimes))
     for rt in runtimes:
         rt.evicted = []
+        rt.itl = itl.buffers[rt.index]
     reqs, order = workload_requests(spec.workload, spec.names)
     reasons, wall, n_jobs, overheads, log = _replay(engine, scheds, runtimes, reqs, order,
                                                     stop_time(reqs, spec.drain_limit_s), clock)
@@ -91,7 +98,8 @@ def run_live(spec: RunSpec, engine: Engine, clock: Callable[[], float] = time.mo
     jobs["predicted_s"] = [
         curves[l].prefill_s(t, n, sm) if k == PREFILL else curves[l].decode_s(n, t, sm)
         for l, k, n, t, sm in zip(jobs.llm, jobs.kind, jobs.n_seqs, jobs.n_tokens, jobs.sm_pct)]
-    return LiveResult(df, wall, n_jobs, float(np.median(overheads)) if overheads else 0.0, jobs)
+    return LiveResult(df, wall, n_jobs, float(np.median(overheads)) if overheads else 0.0, jobs,
+                      itl.histograms(spec.names))
 
 
 def load_models(engine: Engine, names: Sequence[str], models: Sequence[ModelSpec],

@@ -40,18 +40,23 @@ class LatencyCurve(ABC):
         ``ctx_tokens`` tokens in all, at SM share ``sm_pct`` percent."""
 
     def decode_steps(self, batch: int, ctx_tokens: int, sm_pct: float, k: int, last: float, end: float,
-                     bound: float) -> tuple[int, float, float]:
+                     bound: float, ends: list | None = None) -> tuple[int, float, float]:
         """Chain decode iterations of a fixed batch: the iteration running now started at
         ``last`` (s), ends at ``end`` (s) and read ``ctx_tokens`` tokens; while fewer than ``k``
         were added and the latest ends before ``bound`` (s), the next one starts at its end and
         reads ``batch`` more tokens.
 
+        ``ends``, when given, gets the end (s) of every iteration that was followed by another:
+        the one running now and each added but the last (``added`` values).
+
         Returns:
             ``(added, start of the last iteration, its end)`` (s). Times are sums of
             :meth:`decode_s` in iteration order, the same floats one job at a time gives.
         """
+        push = ends.append if ends is not None else (lambda x: None)
         j = 0
         while j < k and end < bound:
+            push(end)
             last = end
             ctx_tokens += batch
             end = last + self.decode_s(batch, ctx_tokens, sm_pct)

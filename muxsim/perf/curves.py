@@ -320,7 +320,7 @@ class FittedCurve(LatencyCurve):
                 t += y * f * e[2]
         return t * 1e-3
 
-    def _vector_steps(self, tc, batch, ctx_tokens, n, end, bound, dispatch_s, extra, g):
+    def _vector_steps(self, tc, batch, ctx_tokens, n, end, bound, dispatch_s, extra, g, push_all):
         """Up to ``n`` iterations of :meth:`decode_steps`'s loop in NumPy: (added, last start,
         last end). Stops at the first end >= ``bound``; added == n when none reached it."""
         ctx = ctx_tokens + batch * np.arange(1, n + 1, dtype=np.int64)
@@ -338,6 +338,7 @@ class FittedCurve(LatencyCurve):
         ends = np.add.accumulate(np.concatenate(([end], d)))  # sequential, like end += d
         m = int(np.searchsorted(ends, bound, side="left"))
         j = min(n, m)
+        push_all(ends[:j].tolist())
         return j, float(ends[j - 1]), float(ends[j])
 
     def _decode_fixed_ms(self, e: tuple[float, float, float], b: float) -> float:
@@ -360,7 +361,8 @@ class FittedCurve(LatencyCurve):
         self._smax[r] = f
         return f
 
-    def decode_steps(self, batch, ctx_tokens, sm_pct, k, last, end, bound, dispatch_s=None, per_seq_s=0.0):
+    def decode_steps(self, batch, ctx_tokens, sm_pct, k, last, end, bound, dispatch_s=None, per_seq_s=0.0,
+                     ends=None):
         """:meth:`LatencyCurve.decode_steps`, with each iteration's duration plus
         ``dispatch_s + per_seq_s x batch`` (s) when ``dispatch_s`` is given (the job-overhead
         model: :class:`muxsim.perf.overhead.OverheadCurve`).
@@ -377,6 +379,9 @@ class FittedCurve(LatencyCurve):
         al, be, g = self._d_al, self._d_be, e[2]
         memo = self._smax
         extra = per_seq_s * batch
+        if ends is None:
+            ends = []
+        push = ends.append
         j = 0
         if k >= _VECTOR_STEPS:
             # A long run (a cold LLM decoding alone): iterations at least as long as the next
@@ -390,9 +395,11 @@ class FittedCurve(LatencyCurve):
             d = t * 1e-3 if dispatch_s is None else t * 1e-3 + dispatch_s + extra
             n = k if bound == math.inf else min(k, int((bound - end) / d) + 2)
             if n >= _VECTOR_STEPS:
-                j, last, end = self._vector_steps(tc, batch, ctx_tokens, n, end, bound, dispatch_s, extra, g)
+                j, last, end = self._vector_steps(tc, batch, ctx_tokens, n, end, bound, dispatch_s, extra, g,
+                                                  ends.extend)
                 ctx_tokens += batch * j
         while j < k and end < bound:
+            push(end)
             last = end
             ctx_tokens += batch
             t = tc

@@ -120,11 +120,11 @@ class OverheadCurve(LatencyCurve):
     def decode_s(self, batch: int, ctx_tokens: int, sm_pct: float) -> float:
         return self.base.decode_s(batch, ctx_tokens, sm_pct) + self.dispatch_s + self.per_seq_s * batch
 
-    def decode_steps(self, batch, ctx_tokens, sm_pct, k, last, end, bound):
+    def decode_steps(self, batch, ctx_tokens, sm_pct, k, last, end, bound, ends=None):
         if self._fitted:  # its own loop, overheads added as decode_s adds them
             return self.base.decode_steps(batch, ctx_tokens, sm_pct, k, last, end, bound,
-                                          self.dispatch_s, self.per_seq_s)
-        return super().decode_steps(batch, ctx_tokens, sm_pct, k, last, end, bound)
+                                          self.dispatch_s, self.per_seq_s, ends=ends)
+        return super().decode_steps(batch, ctx_tokens, sm_pct, k, last, end, bound, ends=ends)
 
 
 class OverheadLatency:

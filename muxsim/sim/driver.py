@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ import simpy
 from simpy.core import URGENT
 
 from muxsim.catalog import KV_BLOCK_TOKENS
+from muxsim.core.itl import ITLHistogram, ITLRecorder
 from muxsim.core.llm import Request
 from muxsim.core.records import REJECTED, RequestLog
 from muxsim.core.replay import (
@@ -31,7 +32,16 @@ from muxsim.core.replay import (
 )
 from muxsim.core.schedulers import DECODE, PREFILL
 
-__all__ = ["SimResult", "simulate"]
+__all__ = ["JOB_COLUMNS", "SimResult", "simulate"]
+
+#: Columns of the job log (:attr:`SimResult.jobs`), one row per prefill batch or decode
+#: iteration: ``mesh`` (index in the placement), ``llm``, ``phase`` (``"prefill"`` /
+#: ``"decode"``), ``start_s`` / ``end_s`` (s), ``batch`` (sequences), ``tokens`` (prefill:
+#: prompt tokens processed; decode: KV tokens read), ``sm_pct`` (its SM share, % of the mesh's
+#: SMs), ``kv_blocks_used`` / ``kv_blocks_total`` (the mesh's KV pool right after it started:
+#: blocks in use / all) and ``queue_len`` (its LLM's requests waiting for admission then).
+JOB_COLUMNS = ("mesh", "llm", "phase", "start_s", "end_s", "batch", "tokens", "sm_pct", "kv_blocks_used",
+               "kv_blocks_total", "queue_len")
 
 
 @dataclass
@@ -45,6 +55,10 @@ class SimResult:
         n_completions: job completions the driver processed one by one (fewer than ``n_jobs``
             when decode iterations ran on as one job; ``fuse_decodes``).
         latency_sources: per model name, ``"fitted"`` or ``"roofline"`` for the curves used.
+        itl: per LLM name, its requests' inter-token latencies
+            (:class:`muxsim.core.itl.ITLHistogram`).
+        jobs: the job log (:data:`JOB_COLUMNS`) of the jobs that started in the ``timeline``
+            window, by start time; None when no window was asked for.
     """
 
     requests: pd.DataFrame
@@ -52,9 +66,12 @@ class SimResult:
     n_jobs: int
     latency_sources: dict[str, str]
     n_completions: int = 0
+    itl: dict[str, ITLHistogram] = field(default_factory=dict)
+    jobs: pd.DataFrame | None = None
 
 
-def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes: bool = True) -> SimResult:
+def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes: bool = True,
+             timeline: tuple[float, float] | None = None) -> SimResult:
     """Simulate one strategy on one workload.
 
     Args:
@@ -70,15 +87,28 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             = 20 % slower). None: the latency model as it is. Validation replays a live run's
             measured speed this way (:class:`muxsim.live.speed.SpeedTrace`); it can also model
             a device that throttles for a while.
+        timeline: ``(start, end)`` (s): log every job that starts in ``[start, end)``
+            (:attr:`SimResult.jobs`). Decode iterations that start in the window run one job
+            each (same results: runs are exact, the window only stops them from forming).
 
     Returns:
         A :class:`SimResult`; every request either finished or carries a reason.
 
     Raises:
-        ValueError: a workload LLM not in ``spec.names``, or as
-            :func:`muxsim.core.strategies.build_schedulers`.
+        ValueError: a workload LLM not in ``spec.names``; ``timeline`` not two finite times with
+            start < end; as :func:`muxsim.core.strategies.build_schedulers`.
     """
+    if timeline is not None:
+        w0, w1 = (float(x) for x in timeline)
+        if not (math.isfinite(w0) and math.isfinite(w1) and w0 < w1):
+            raise ValueError(f"timeline must be (start, end) s with start < end, got {timeline}")
+    else:
+        w0 = w1 = math.inf
     scheds, runtimes = spec.build()
+    itl = ITLRecorder(len(runtimes))
+    for rt in runtimes:
+        rt.itl = itl.buffers[rt.index]
+    job_rows: list[tuple] = []
     sources = attach_curves(runtimes, spec.latency, spec.gpu)
     w = workload_columns(spec.workload, spec.names)
     n = len(w)
@@ -121,7 +151,11 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             if speed is not None:
                 d *= speed(job.llm.name, t)
             heapq.heappush(h, (t + d, t, next(seq), job))
-        if fuse_decodes and h:
+            if w0 <= t < w1:
+                pool = scheds[m].pool
+                job_rows.append((m, job.llm.index, job.kind, t, t + d, job.n_seqs, job.n_tokens, job.sm_pct,
+                                 pool.total - pool.free, pool.total, len(job.llm.waiting)))
+        if fuse_decodes and h and not w0 <= t < w1:
             # extend only when the job that ends first is a decode with room for at least one
             # more iteration before the next arrival (a cheap test before the real checks)
             first = h[0]
@@ -155,6 +189,8 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
         h = local[m]
         sched = scheds[m]
         bound = min(nxt[m], stop_at)
+        if t < w0 < bound:  # decodes that start in the timeline window run one job each
+            bound = w0
         if len(h) == 1:  # one job in flight, the usual case: no other chain to keep apart
             e = h[0]
             job = e[3]
@@ -162,7 +198,7 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             if k:
                 if until < bound:
                     bound = until
-                j, last, end = steps(job, k, e[1], e[0], bound)
+                j, last, end = steps(job, k, e[1], e[0], bound, job.llm.chain_ends)
                 if j:
                     sched.skip_decodes(job, j)
                     n_jobs += j
@@ -190,13 +226,14 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
         for e, k in chains:
             end, last, sq, job = e
             if end < bound:
-                j, last, end = steps(job, k, last, end, bound)
+                ends: list[float] = []
+                j, last, end = steps(job, k, last, end, bound, ends)
                 # a chain that reaches its last allowed iteration before the bound ends there
                 # with a real completion: the others must stop before it
                 if j == k and end < bound:
                     bound = end
                 if j:
-                    plans.append([last, end, sq, job, j, e, k])
+                    plans.append([last, end, sq, job, j, e, k, ends])
         if not plans:
             return False
         if len(plans) > 1:
@@ -207,7 +244,8 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             for p in plans:
                 if p[0] >= bound:  # computed before the bound came down: again, to the new bound
                     e = p[5]
-                    p[4], p[0], p[1] = steps(p[3], p[6], e[1], e[0], bound)
+                    p[7] = []
+                    p[4], p[0], p[1] = steps(p[3], p[6], e[1], e[0], bound, p[7])
                 llm = p[3].llm
                 most += (p[4] // KV_BLOCK_TOKENS + 1) * len(llm.running) * llm.bps
             free = sched.pool.free
@@ -216,9 +254,10 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             plans.sort(key=lambda p: p[0])
             if plans[-1][0] == plans[-2][0]:
                 return False
-        for last, end, sq, job, j, e, _ in plans:
+        for last, end, sq, job, j, e, _, ends in plans:
             if not j:
                 continue
+            job.llm.chain_ends.extend(ends)
             sched.skip_decodes(job, j)
             n_jobs += j
             h.remove(e)
@@ -226,16 +265,18 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
         heapq.heapify(h)
         return True
 
-    def steps(job, k: int, last: float, end: float, bound: float):
+    def steps(job, k: int, last: float, end: float, bound: float, ends: list):
         """Up to ``k`` iterations after ``job``'s current one (which started at ``last`` and ends
-        at ``end``) while the latest ends before ``bound``: (added, last start, last end)."""
+        at ``end``) while the latest ends before ``bound``: (added, last start, last end); the
+        end of each iteration followed by another goes to ``ends``."""
         if speed is None:
-            return job.llm.curve.decode_steps(job.n_seqs, job.n_tokens, job.sm_pct, k, last, end, bound)
+            return job.llm.curve.decode_steps(job.n_seqs, job.n_tokens, job.sm_pct, k, last, end, bound, ends=ends)
         c = job.llm.curve
         name = job.llm.name
         n, tok, pct = job.n_seqs, job.n_tokens, job.sm_pct
         j = 0
         while j < k and end < bound:
+            ends.append(end)
             last = end
             tok += n
             end = last + c.decode_s(n, tok, pct) * speed(name, last)
@@ -320,6 +361,8 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
             while h and h[0][0] < stop_at:
                 complete_until(m, h[0][0])
 
+    for rt in runtimes:
+        rt.end_itl()
     for r in live:
         if r is not None:
             log.record(r)
@@ -327,6 +370,29 @@ def simulate(spec: RunSpec, fast_forward: bool = True, speed=None, fuse_decodes:
     df = log_result_table(spec, log, w)
     # the SimPy clock stops at the last arrival (or the drain limit); meshes run on from there
     end = float(env.now) if spec.drain_limit_s is not None else max(float(env.now), last_end)
-    return SimResult(df, end, n_jobs, sources, n_done)
+    jobs = None
+    if timeline is not None:
+        jobs = _job_table(job_rows, spec.names)
+    return SimResult(df, end, n_jobs, sources, n_done, itl.histograms(spec.names), jobs)
+
+
+def _job_table(rows: list[tuple], names) -> pd.DataFrame:
+    """The job log (:data:`JOB_COLUMNS`) of the rows ``start`` recorded, ordered by start time
+    then mesh (stable: jobs started together keep their order)."""
+    cols = list(zip(*rows)) if rows else [()] * len(JOB_COLUMNS)
+    df = pd.DataFrame({
+        "mesh": np.asarray(cols[0], dtype=np.int64),
+        "llm": np.asarray(names, dtype=object)[np.asarray(cols[1], dtype=np.int64)],
+        "phase": np.asarray(cols[2], dtype=object),
+        "start_s": np.asarray(cols[3], dtype=float),
+        "end_s": np.asarray(cols[4], dtype=float),
+        "batch": np.asarray(cols[5], dtype=np.int64),
+        "tokens": np.asarray(cols[6], dtype=np.int64),
+        "sm_pct": np.asarray(cols[7], dtype=float),
+        "kv_blocks_used": np.asarray(cols[8], dtype=np.int64),
+        "kv_blocks_total": np.asarray(cols[9], dtype=np.int64),
+        "queue_len": np.asarray(cols[10], dtype=np.int64),
+    })
+    return df.sort_values(["start_s", "mesh"], kind="stable").reset_index(drop=True)
 
 
