@@ -8,8 +8,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import platform
 import shutil
 import socket
+import sys
 import tracemalloc
 from collections import defaultdict
 from pathlib import Path
@@ -18,7 +20,10 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from muxsim.config import load_config
+from muxsim.experiment import experiment_results, run_experiment
 from muxsim.timeline import JOB_COLUMNS, PHASES, track_name, write_perfetto_trace
 
 # --- job tables built by hand -------------------------------------------------------------------
@@ -124,6 +129,37 @@ def check_trace_events(trace: dict) -> dict:
 # --- tests --------------------------------------------------------------------------------------
 
 
+def check_slices(jobs: pd.DataFrame, ev: dict) -> None:
+    """Every job is one slice on its run's track of its (mesh, llm, phase), named by its phase,
+    at its rounded start and end, with its numbers."""
+    got = sorted((ev["process_names"][e["pid"]], ev["thread_names"][(e["pid"], e["tid"])], e["name"], e["ts"],
+                  e["dur"], e["args"]["batch"], e["args"]["tokens"], e["args"]["sm_pct"],
+                  e["args"]["kv_blocks_used"]) for e in ev["X"])
+    t0 = np.rint(jobs.start_s.to_numpy() * 1e6).astype(np.int64)
+    t1 = np.rint(jobs.end_s.to_numpy() * 1e6).astype(np.int64)
+    exp = sorted((f"{r.cell} | {r.strategy}", track_name(r.mesh, r.llm, r.phase), r.phase, int(a), int(b - a),
+                  r.batch, r.tokens, r.sm_pct, r.kv_blocks_used)
+                 for r, a, b in zip(jobs.itertuples(), t0, t1))
+    assert got == exp
+
+
+def overlapping_on_one_mesh(ev: dict) -> bool:
+    """Whether two slices of different tracks of one mesh overlap in time (SM sharing)."""
+    by_mesh = defaultdict(list)
+    for e in ev["X"]:
+        mesh = ev["thread_names"][(e["pid"], e["tid"])].split(" · ")[0]
+        by_mesh[(e["pid"], mesh)].append((e["ts"], e["ts"] + e["dur"], e["tid"]))
+    for spans in by_mesh.values():
+        spans.sort()
+        end, tid = -1, None
+        for s0, s1, t in spans:
+            if s0 < end and t != tid:
+                return True
+            if s1 > end:
+                end, tid = s1, t
+    return False
+
+
 def test_trace_keeps_every_job_on_its_track(tmp_path):
     jobs = job_log()
     info = write_perfetto_trace(jobs, tmp_path / "t.json")
@@ -145,22 +181,9 @@ def test_trace_keeps_every_job_on_its_track(tmp_path):
                  if e["name"] == "thread_sort_index" and e["pid"] == pid}
         assert [ranks[tid] for tid, _ in mine] == list(range(len(want)))
 
-    # every job's slice: its track, phase, rounded times and numbers
-    pid_of = {name: pid for pid, name in ev["process_names"].items()}
-    got = sorted((ev["process_names"][e["pid"]], ev["thread_names"][(e["pid"], e["tid"])], e["name"], e["ts"],
-                  e["dur"], e["args"]["batch"], e["args"]["tokens"], e["args"]["sm_pct"],
-                  e["args"]["kv_blocks_used"]) for e in ev["X"])
-    t0 = np.rint(jobs.start_s.to_numpy() * 1e6).astype(np.int64)
-    t1 = np.rint(jobs.end_s.to_numpy() * 1e6).astype(np.int64)
-    exp = sorted((f"{r.cell} | {r.strategy}", track_name(r.mesh, r.llm, r.phase), r.phase, int(a), int(b - a),
-                  r.batch, r.tokens, r.sm_pct, r.kv_blocks_used)
-                 for r, a, b in zip(jobs.itertuples(), t0, t1))
-    assert got == exp
-    assert set(pid_of) == {"alpha=0.7 | muxserve", "alpha=0.7 | spatial"}
-    # prefill and decode of one mesh do overlap in this table: they are on separate tracks
-    x = [e for e in ev["X"] if e["pid"] == 1 and ev["thread_names"][(1, e["tid"])].startswith("mesh 0 ")]
-    p = [e for e in x if e["name"] == "prefill"][0]
-    assert any(e["name"] == "decode" and e["ts"] < p["ts"] + p["dur"] and p["ts"] < e["ts"] + e["dur"] for e in x)
+    check_slices(jobs, ev)
+    # prefill and decode of one mesh overlap in this table: they are on separate tracks
+    assert overlapping_on_one_mesh(ev)
 
 
 def counter_series(ev: dict) -> dict[tuple[int, str], list[tuple[int, float]]]:
@@ -178,18 +201,20 @@ def value_at(samples, t):
     return vals[-1] if vals else None
 
 
-def test_counters_follow_the_table(tmp_path):
-    jobs = job_log(seed=1)
-    ev = check_trace_events(load(write_perfetto_trace(jobs, tmp_path / "t.json").path))
+def check_counters(jobs: pd.DataFrame, ev: dict) -> None:
+    """The counter tracks hold, at every job start, the table's KV blocks in use of the job's
+    mesh and queue length of its LLM (the last row started at that microsecond), and the pool's
+    size once; no sample repeats the one before."""
     series = counter_series(ev)
     pid_of = {name: pid for pid, name in ev["process_names"].items()}
-    names = {name for _, name in series}
-    assert names == {"mesh 0 kv_blocks_used", "mesh 0 kv_blocks_total", "mesh 1 kv_blocks_used",
-                     "mesh 1 kv_blocks_total", "mesh 0 · llm-0 queue_len", "mesh 0 · llm-3 queue_len",
-                     "mesh 1 · llm-1 queue_len"}
+    want = {(pid_of[f"{c} | {s}"], name) for c, s, m, lm in
+            jobs[["cell", "strategy", "mesh", "llm"]].drop_duplicates().itertuples(index=False)
+            for name in (f"mesh {m} kv_blocks_used", f"mesh {m} kv_blocks_total", f"mesh {m} · {lm} queue_len")}
+    assert set(series) == want
     for s in series.values():  # repeats left out, one sample per microsecond
         assert all(a[1] != b[1] and a[0] < b[0] for a, b in zip(s, s[1:]))
-    jobs = jobs.assign(ts=np.rint(jobs.start_s * 1e6).astype(np.int64))
+    jobs = jobs.assign(ts=np.rint(jobs.start_s * 1e6).astype(np.int64)).sort_values(
+        ["cell", "strategy", "start_s"], kind="stable")
     for (cell, strategy, mesh), g in jobs.groupby(["cell", "strategy", "mesh"], sort=False):
         pid = pid_of[f"{cell} | {strategy}"]
         last = g.groupby("ts", sort=True).tail(1)  # the last row started at each microsecond
@@ -200,6 +225,15 @@ def test_counters_follow_the_table(tmp_path):
             queue = series[(pid, f"mesh {mesh} · {llm} queue_len")]
             lastq = q.groupby("ts", sort=True).tail(1)
             assert [value_at(queue, t) for t in lastq.ts] == lastq.queue_len.tolist()
+
+
+def test_counters_follow_the_table(tmp_path):
+    jobs = job_log(seed=1)
+    ev = check_trace_events(load(write_perfetto_trace(jobs, tmp_path / "t.json").path))
+    assert {name for _, name in counter_series(ev)} == {
+        "mesh 0 kv_blocks_used", "mesh 0 kv_blocks_total", "mesh 1 kv_blocks_used", "mesh 1 kv_blocks_total",
+        "mesh 0 · llm-0 queue_len", "mesh 0 · llm-3 queue_len", "mesh 1 · llm-1 queue_len"}
+    check_counters(jobs, ev)
 
 
 def test_rounding_keeps_each_tracks_slices_apart(tmp_path):
@@ -302,13 +336,11 @@ def trace_processor_shell() -> str:
     if path:
         return path
     pytest.importorskip("perfetto.trace_processor", reason="the perfetto package is not installed (pip install perfetto)")
-    import platform
-    import sys
-
     from perfetto.prebuilts.manifests.trace_processor_shell import (
         TRACE_PROCESSOR_SHELL_MANIFEST,
     )
     from perfetto.prebuilts.perfetto_prebuilts import get_perfetto_prebuilt
+
     entry = next((m for m in TRACE_PROCESSOR_SHELL_MANIFEST if m["platform"] == sys.platform
                   and platform.machine().lower() in m["machine"]), None)
     if entry is None:
@@ -325,11 +357,13 @@ def trace_processor_shell() -> str:
     return get_perfetto_prebuilt(TRACE_PROCESSOR_SHELL_MANIFEST)
 
 
-def test_trace_processor_reads_the_trace(tmp_path):
+@pytest.mark.parametrize("table", ["by hand", "simulated"])
+def test_trace_processor_reads_the_trace(tmp_path, table, request):
     shell = trace_processor_shell()
     from perfetto.trace_processor import TraceProcessor, TraceProcessorConfig
 
-    jobs = job_log(seed=4)
+    jobs = job_log(seed=4) if table == "by hand" else request.getfixturevalue("simulated_jobs")[0]
+    runs = list(dict.fromkeys(f"{c} | {s}" for c, s in zip(jobs.cell, jobs.strategy)))
     info = write_perfetto_trace(jobs, tmp_path / "t.json")
     with TraceProcessor(trace=str(info.path), config=TraceProcessorConfig(bin_path=shell)) as tp:
         def q(sql):
@@ -341,16 +375,60 @@ def test_trace_processor_reads_the_trace(tmp_path):
                     "join thread t using (utid)")
         assert sorted(threads.name) == sorted({track_name(r.mesh, r.llm, r.phase) for r in jobs.itertuples()})
         procs = q("select name from process where name is not null")
-        assert set(procs.name) == {"alpha=0.7 | muxserve", "alpha=0.7 | spatial"}
+        assert sorted(procs.name) == sorted(runs)
         # slices: nanoseconds are the rounded microseconds x 1000, exactly
         sl = q("select ts, dur from slice order by ts, dur")
         t0 = np.rint(jobs.start_s.to_numpy() * 1e6).astype(np.int64)
         t1 = np.rint(jobs.end_s.to_numpy() * 1e6).astype(np.int64)
         assert sorted(zip(sl.ts, sl.dur)) == sorted(zip(t0 * 1000, (t1 - t0) * 1000))
-        # counters: the KV track of mesh 0 in the first run equals the trace's samples
-        c = q("select ct.name, c.ts, c.value from counter c join process_counter_track ct on c.track_id = ct.id "
-              "join process p using (upid) where p.name = 'alpha=0.7 | muxserve' and ct.name = 'mesh 0 kv_blocks_used' "
-              "order by c.ts")
-        ev = check_trace_events(load(info.path))
-        want = counter_series(ev)[(1, "mesh 0 kv_blocks_used")]
+        # counters: the KV track of the first job's mesh in the first run holds the trace's samples
+        track = f"mesh {int(jobs.mesh.iloc[0])} kv_blocks_used"
+        c = q("select c.ts, c.value from counter c join process_counter_track ct on c.track_id = ct.id "
+              f"join process p using (upid) where p.name = '{runs[0]}' and ct.name = '{track}' order by c.ts")
+        want = counter_series(check_trace_events(load(info.path)))[(1, track)]
+        assert len(want) > 0
         assert list(zip(c.ts // 1000, c.value)) == [(t, float(v)) for t, v in want]
+
+
+# --- a job log from the simulator ---------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def simulated_jobs(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The job log of a small experiment (tests/test_streaming.py's reduced zipf_alpha: one cell,
+    muxserve and spatial on the 19 LLMs, 6 s of arrivals), every job starting in [1, 4) s: as
+    the run holds it, and as jobs.parquet holds it."""
+    cfg = yaml.safe_load((ROOT / "experiments" / "zipf_alpha.yaml").read_text())
+    cfg["workload"]["duration_s"] = 6
+    cfg["workload"]["popularity"] = {"alpha": [0.9], "max_rate": 6}
+    cfg["strategies"] = ["muxserve", "spatial"]
+    cfg["timeline"] = {"window_s": [1, 4]}
+    tmp = tmp_path_factory.mktemp("sim")
+    (tmp / "small.yaml").write_text(yaml.safe_dump(cfg))
+    cfg = load_config(tmp / "small.yaml")
+    plans, runs = run_experiment(cfg, jobs=1)
+    results = experiment_results(cfg, plans, runs)
+    [path] = results.write_job_log(tmp)
+    return results.job_log(), pd.read_parquet(path)
+
+
+def test_trace_of_a_simulated_job_log(simulated_jobs, tmp_path):
+    jobs, from_parquet = simulated_jobs
+    assert set(zip(jobs.cell, jobs.strategy)) == {("alpha=0.9", "muxserve"), ("alpha=0.9", "spatial")}
+    info = write_perfetto_trace(jobs, tmp_path / "t.json")
+    ev = check_trace_events(load(info.path))
+    assert info.slices == len(jobs) > 1000
+    assert list(ev["process_names"].values()) == ["alpha=0.9 | muxserve", "alpha=0.9 | spatial"]
+    assert sorted(ev["thread_names"].values()) == sorted(
+        track_name(m, lm, ph) for _, _, m, lm, ph in
+        jobs[["cell", "strategy", "mesh", "llm", "phase"]].drop_duplicates().itertuples(index=False))
+    check_slices(jobs, ev)
+    check_counters(jobs, ev)
+    # MuxServe runs several LLMs' prefills and decodes on one mesh at once: the trace shows it
+    muxserve = {"X": [e for e in ev["X"] if e["pid"] == 1], "thread_names": ev["thread_names"]}
+    assert overlapping_on_one_mesh(muxserve)
+    # the log read back from jobs.parquet draws the same bytes
+    again = write_perfetto_trace(from_parquet, tmp_path / "u.json")
+    assert again.path.read_bytes() == info.path.read_bytes()
