@@ -21,7 +21,7 @@ Layout:
 - in it one thread (a slice track) per mesh and SM partition, i.e. per ``(mesh, llm, phase)``,
   named ``"mesh 0 · llm-3 · decode"``; ``thread_sort_index`` and the thread ids both follow
   (mesh, LLM in natural order, prefill before decode), so a mesh's tracks stay together. Thread
-  ids are unique in the whole trace (Perfetto treats tids as system-wide);
+  ids are unique in the whole trace, so no viewer can merge two runs' threads;
 - one complete event (``ph: "X"``) per job, named ``prefill`` or ``decode``, with ``args``
   ``batch`` (sequences), ``tokens`` (prefill: prompt tokens processed; decode: KV tokens read),
   ``sm_pct`` (% of the mesh's SMs) and ``kv_blocks_used`` (blocks);
@@ -36,9 +36,10 @@ Times: the format's ``ts`` and ``dur`` are microseconds. A job's start and end a
 to the nearest integer microsecond (``numpy.rint(t_s * 1e6)``, ties to even) and ``dur`` is the
 difference of the rounded end and start, never a rounded duration: rounding is monotone, so jobs
 that do not overlap in seconds do not overlap after rounding, and every endpoint is within
-0.5 us (plus one float ulp) of the simulated time. Integers, because Perfetto's importer turns a
-fractional ``ts`` into nanoseconds by a truncating float multiplication, which can move a
-decimal value such as 1.001 us by 1 ns; an integer microsecond converts exactly.
+0.5 us (plus one float ulp) of the simulated time. Integers, because a decimal fraction is not
+exact in binary floating point (1.001 us x 1000 is 1000.9999999999999 ns in doubles), so a
+reader's nanosecond value of it depends on how it rounds; an integer microsecond converts to
+nanoseconds exactly (Perfetto's unit).
 
 The bytes are a function of the table alone (same rows in the same order: same file; gzip with
 its timestamp fixed at 0). Events are written in chunks as they are formatted, never as one
