@@ -24,6 +24,7 @@ import yaml
 
 from muxsim.config import load_config
 from muxsim.experiment import experiment_results, run_experiment
+from muxsim.sim.driver import JOB_COLUMNS as SIM_COLUMNS
 from muxsim.timeline import JOB_COLUMNS, PHASES, track_name, write_perfetto_trace
 
 # --- job tables built by hand -------------------------------------------------------------------
@@ -416,8 +417,13 @@ def simulated_jobs(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     return results.job_log(), pd.read_parquet(path)
 
 
+def test_reads_the_columns_the_simulator_writes():
+    assert list(JOB_COLUMNS) == ["cell", "strategy", *SIM_COLUMNS]
+
+
 def test_trace_of_a_simulated_job_log(simulated_jobs, tmp_path):
     jobs, from_parquet = simulated_jobs
+    assert list(jobs.columns) == list(JOB_COLUMNS)
     assert set(zip(jobs.cell, jobs.strategy)) == {("alpha=0.9", "muxserve"), ("alpha=0.9", "spatial")}
     info = write_perfetto_trace(jobs, tmp_path / "t.json")
     ev = check_trace_events(load(info.path))
