@@ -375,7 +375,10 @@ class ExperimentResults:
         return pd.concat(parts, ignore_index=True) if parts else None
 
     def write_job_log(self, folder: str | Path) -> list[Path]:
-        """Write :meth:`job_log` as ``jobs.parquet`` into ``folder`` (nothing without a log)."""
+        """Write :meth:`job_log` as ``jobs.parquet`` and its Perfetto trace as ``timeline.json``
+        (:func:`muxsim.timeline.write_perfetto_trace`) into ``folder``; nothing without a log."""
+        from muxsim.timeline import write_perfetto_trace
+
         jobs = self.job_log()
         if jobs is None:
             return []
@@ -383,7 +386,9 @@ class ExperimentResults:
         tmp = path.with_name(path.name + ".tmp")
         jobs.to_parquet(tmp, index=False, engine="pyarrow")
         tmp.replace(path)
-        return [path]
+        trace = Path(folder) / "timeline.json"
+        write_perfetto_trace(jobs, trace)
+        return [path, trace]
 
 
 def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[CellRun],
@@ -427,6 +432,7 @@ def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
     }
     if cfg.timeline is not None:
         facts["timeline"] = {"window_s": list(cfg.timeline.window_s), "job_log": "jobs.parquet",
+                             "perfetto_trace": "timeline.json",
                              "runs": [f"{r.cell} | {r.strategy}" for r in runs if r.jobs is not None]}
     return ExperimentResults(cfg, plans, runs, store, store.n_requests, summary, ratios, facts, roofline, scaled)
 
