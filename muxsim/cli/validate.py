@@ -42,8 +42,8 @@ def validate(
         out_dir = out if out is not None else Path("results") / f"{cfg.name}-validate"
         check_output_folder(out_dir)
         with staged_folder(out_dir) as staging:
-            with common.err_console.status("validating") as status:
-                res = validate_experiment(cfg, staging, recalibrate, progress=lambda m: status.update(m))
+            with common.step_progress(f"validating {cfg.name}") as say:
+                res = validate_experiment(cfg, staging, recalibrate, progress=say)
             write_validation(res, cfg, staging)
         cmp_ = res.comparison
         t = Table(title=f"{cfg.name}: simulated vs measured (overall)")
