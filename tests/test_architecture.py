@@ -21,6 +21,7 @@ LAYERS = [
     ("sim", "live", "metrics"),
     ("config", "report"),
     ("experiment",),
+    ("api",),
     ("cli",),
     ("__init__", "__main__"),
 ]
