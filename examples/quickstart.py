@@ -39,13 +39,16 @@ res
 
 # %% [markdown]
 # `res.summary` has one row per cell, strategy and LLM, plus `llm == "all"` rows for the whole
-# cluster. Throughputs are in requests per second; SLO attainment is the fraction of requests
-# whose latency is within 8 x their SLO base (`slo.goodput_scale`).
+# cluster. Throughputs are in requests per second (`estimated_throughput_rps` is what the
+# placement search expected, `total_throughput_rps` what the simulation served, summed over the
+# LLMs); SLO attainment is the fraction of requests whose latency is within 8 x their SLO base
+# (`slo.goodput_scale`). Every column is defined in the README's Outputs section.
 
 # %%
 att = f"slo_attainment@{cfg.slo.goodput_scale:g}"
 overall = res.summary[res.summary.llm == "all"]
-overall[["cell", "strategy", "rate_rps", "total_throughput_rps", "goodput_rps", att, "latency_source"]]
+overall[["cell", "strategy", "estimated_throughput_rps", "total_throughput_rps", "goodput_rps", att,
+         "latency_source"]]
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -88,4 +91,4 @@ pl[(pl.cell == "alpha=0.9") & (pl.strategy == "muxserve")]
 one = muxsim.simulate(cfg, cell="alpha=2.1", strategy="muxserve")
 print(f"{len(one.requests):,} requests, {one.n_jobs:,} jobs, {one.sim_time_s:.0f} s simulated "
       f"in {one.cpu_s:.2f} CPU s")
-one.summary[["llm", "model", "rate_rps", "throughput_rps", att, "ttft_p99_s"]]
+one.summary[["llm", "model", "estimated_throughput_rps", "throughput_rps", att]]
