@@ -124,3 +124,17 @@ def test_real_traces_spec_example_synthesizes(tmp_path):
     path.write_text(yaml.safe_dump({**spec, "popularity": {"drift": [{"until_s": 600, "alpha": 0.5}, {"alpha": 2.0}]}}))
     with pytest.raises(ValueError, match="popularity.drift.1: starts at 600 s"):
         synthesize(load_synth_spec(path))
+
+
+def test_readme_python_api_snippet_runs(monkeypatch):
+    """The Python API section's code, as printed, from the repository root."""
+    import pandas as pd
+
+    code = README.split("## Python API")[1].split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(ROOT)
+    scope: dict = {}
+    exec(compile(code, "README.md (Python API)", "exec"), scope)
+    res, one = scope["res"], scope["one"]
+    assert isinstance(res.summary, pd.DataFrame) and len(res.requests) == res.n_requests
+    assert res.out is None  # nothing written without out=
+    assert set(one.summary.strategy) == {"spatial"} and (one.summary.cell == "alpha=2.1").all()
