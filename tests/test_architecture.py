@@ -21,6 +21,7 @@ LAYERS = [
     ("sim", "live", "metrics", "timeline"),
     ("config", "report"),
     ("experiment",),
+    ("api",),
     ("cli",),
     ("__init__", "__main__"),
 ]

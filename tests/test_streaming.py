@@ -81,7 +81,7 @@ def _store_of(cfg, tables, folder=None) -> RequestStore:
 
     store = RequestStore(cfg, folder)
     for k, df in enumerate(tables):
-        run = CellRun(df["cell"].iloc[0], df["strategy"].iloc[0], df, None, 0.0, 0, {}, 0.0)
+        run = CellRun(df["cell"].iloc[0], df["strategy"].iloc[0], df, None, 0.0, 0, {}, 0.0, 0.0)
         assert store.add(k, run).requests is None
     return store
 

@@ -340,6 +340,12 @@ class ExperimentResults:
         """Wall time the simulations took in their workers, summed (s)."""
         return sum(r.wall_s for r in self.runs)
 
+    @property
+    def worker_cpu_s(self) -> float:
+        """CPU time the simulations took in their workers, summed (s): the denominator of
+        "simulated requests per CPU second" (:attr:`CellRun.cpu_s`)."""
+        return sum(r.cpu_s for r in self.runs)
+
     def write(self, out_dir: str | Path) -> Path:
         """Write every output (:meth:`write_into`) into a staging folder beside ``out_dir`` and
         rename it into place (:func:`muxsim.files.staged_folder`).
