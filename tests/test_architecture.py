@@ -18,9 +18,10 @@ PKG = Path(__file__).resolve().parents[1] / "muxsim"
 LAYERS = [
     ("_version", "catalog", "schema", "files", "procs", "output_schema"),
     ("perf", "workload", "core"),
-    ("sim", "live", "metrics"),
+    ("sim", "live", "metrics", "timeline"),
     ("config", "report"),
     ("experiment",),
+    ("api",),
     ("cli",),
     ("__init__", "__main__"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import muxsim
 from muxsim.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,3 +161,76 @@ def test_validate_bad_input_is_one_line_exit_2(tmp_path, live, expected):
     assert expected in " ".join(res.stderr.split())
     assert res.stderr.strip().startswith("error:") and "Traceback" not in res.stderr
     assert not out.exists()
+
+
+def test_step_progress_prints_flushed_lines_outside_a_terminal(capsys):
+    """`muxsim validate`'s progress when stderr is not a terminal: a line per step with the
+    elapsed time; a counted series (calibration points) thinned to its first, last and one
+    line per tenth."""
+    from muxsim.cli import common
+
+    common.reset_consoles()  # on pytest's captured (non-terminal) streams
+    with common.step_progress("validating x") as say:
+        for i in range(1, 41):
+            say(f"calibration {i}/40 tiny b={i}")
+        say("alpha=1 muxserve (1/2): live run of 10 requests")
+        say("alpha=1 muxserve (1/2): simulated")
+    lines = capsys.readouterr().err.splitlines()
+    steps = [ln.split("] ", 1)[1] for ln in lines]
+    assert steps[0] == "validating x: started"
+    assert [s.split()[1] for s in steps if s.startswith("calibration")] == \
+        ["1/40"] + [f"{4 * k}/40" for k in range(1, 11)]
+    assert steps[-2:] == ["alpha=1 muxserve (1/2): live run of 10 requests", "alpha=1 muxserve (1/2): simulated"]
+    assert all(ln.startswith("[") and " s] " in ln for ln in lines)
+
+
+def test_speed_line_divides_by_cpu_time():
+    from muxsim.cli.run import speed_line
+
+    line = speed_line(12_000, 600.0, 5.0, 0.5, 2.0, "2 jobs")
+    assert line == ("12,000 requests in 5.0 s wall (2 jobs); simulations 0.50 CPU s (2.00 s worker wall): "
+                    "24,000 simulated requests per CPU second, 1,200 simulated s per CPU second")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_cell_run_cpu_time_is_cpu_not_wall(tmp_path):
+    """A simulation sharing its core with a busy process gets about half the core: its CPU
+    time (what "per CPU second" divides by) stays about what it needs while its wall time
+    grows; summed wall time would count the wait as work."""
+    import multiprocessing
+    import time
+
+    from muxsim.experiment import (
+        CellTask,
+        plan_experiment,
+        run_cell,
+        strategy_placement,
+    )
+
+    cfg = muxsim.load_config(ROOT / "experiments" / "quickstart_h100.yaml")
+    (plan,) = plan_experiment(cfg, cells=[cfg.cells()[0]])
+    task = CellTask(cfg, plan.cell, "muxserve", plan.placements[strategy_placement(cfg, "muxserve")], plan.workload)
+    run_cell(task)  # warm caches (latency curves, imports)
+    before = os.sched_getaffinity(0)
+    core = min(before)
+    busy = multiprocessing.get_context("fork").Process(target=_spin, args=(core, time.time() + 60), daemon=True)
+    try:
+        os.sched_setaffinity(0, {core})
+        busy.start()
+        time.sleep(0.2)
+        runs = [run_cell(task) for _ in range(3)]
+    finally:
+        busy.kill()
+        busy.join()
+        os.sched_setaffinity(0, before)
+    for r in runs:
+        assert 0 < r.cpu_s <= r.wall_s + 0.02
+    assert sum(r.cpu_s for r in runs) < 0.8 * sum(r.wall_s for r in runs)
+
+
+def _spin(core: int, until: float) -> None:
+    import time
+
+    os.sched_setaffinity(0, {core})
+    while time.time() < until:
+        pass

@@ -58,3 +58,50 @@ def test_bad_window_is_refused():
     spec = _spec(_one_mesh(), "muxserve", _workload(1, 3, 20, 2.0), LAT)
     with pytest.raises(ValueError, match="timeline"):
         simulate(spec, timeline=(5.0, 5.0))
+
+
+CONFIG = """
+name: tl
+cluster: {nodes: 1, gpus_per_node: 4}
+llms:
+  - {model: llama-7b, count: 4}
+workload:
+  duration_s: 20
+  popularity: {alpha: [0.9, 1.3], max_rate: 10}
+strategies: [muxserve, temporal]
+"""
+
+
+def _run(tmp_path, timeline: str):
+    from typer.testing import CliRunner
+
+    from muxsim.cli import app
+
+    cfg = tmp_path / "tl.yaml"
+    cfg.write_text(CONFIG + timeline)
+    out = tmp_path / "out"
+    return CliRunner().invoke(app, ["run", str(cfg), "--out", str(out), "--jobs", "1"]), out
+
+
+def test_a_run_writes_the_job_log_and_its_trace_for_the_selected_runs(tmp_path):
+    import json
+
+    res, out = _run(tmp_path, "timeline: {window_s: [2, 5], cells: [{alpha: 1.3}], strategies: [muxserve]}\n")
+    assert res.exit_code == 0, res.output
+    jobs = pd.read_parquet(out / "jobs.parquet")
+    assert list(jobs.columns) == ["cell", "strategy", *JOB_COLUMNS]
+    assert set(jobs["cell"]) == {"alpha=1.3"} and set(jobs["strategy"]) == {"muxserve"}
+    assert jobs["start_s"].between(2, 5, inclusive="left").all()
+    trace = json.loads((out / "timeline.json").read_text())
+    assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == len(jobs)
+    facts = json.loads((out / "run.json").read_text())["timeline"]
+    assert facts["runs"] == ["alpha=1.3 | muxserve"] and facts["window_s"] == [2.0, 5.0]
+
+
+def test_a_timeline_cell_that_names_no_cell_is_one_line(tmp_path):
+    res, out = _run(tmp_path, "timeline: {window_s: [2, 5], cells: ['alpha=0.8']}\n")
+    assert res.exit_code == 2
+    assert "timeline.cells: 'alpha=0.8' is not a cell of the sweep" in res.output
+    assert "Traceback" not in res.output and not out.exists()
+    res, out = _run(tmp_path, "timeline: {window_s: [5, 2]}\n")
+    assert res.exit_code == 2 and "window_s must be" in res.output

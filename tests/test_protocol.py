@@ -21,8 +21,6 @@ from muxsim.core.records import reference_slo_base
 from muxsim.core.replay import RunSpec
 from muxsim.core.schedulers import DECODE, PREFILL, FCFSScheduler
 from muxsim.core.strategies import STRATEGIES, build_schedulers
-from muxsim.perf import get_latency_model
-from muxsim.perf.overhead import JobOverhead, OverheadLatency, fit_overhead
 from muxsim.experiment import (
     cell_seed,
     placement_for,
@@ -30,6 +28,8 @@ from muxsim.experiment import (
     request_counts,
     run_experiment,
 )
+from muxsim.perf import get_latency_model
+from muxsim.perf.overhead import JobOverhead, OverheadLatency, fit_overhead
 from muxsim.sim.driver import simulate as _simulate
 
 

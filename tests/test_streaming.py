@@ -81,7 +81,7 @@ def _store_of(cfg, tables, folder=None, itls=None) -> RequestStore:
     store = RequestStore(cfg, folder)
     for k, df in enumerate(tables):
         itl = itls[k] if itls is not None else {}
-        run = CellRun(df["cell"].iloc[0], df["strategy"].iloc[0], df, None, 0.0, 0, {}, 0.0, itl)
+        run = CellRun(df["cell"].iloc[0], df["strategy"].iloc[0], df, None, 0.0, 0, {}, 0.0, 0.0, itl)
         assert store.add(k, run).requests is None
     return store
 

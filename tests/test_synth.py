@@ -340,6 +340,22 @@ def test_synthesize_drift_and_relative_paths(tmp_path, parquet_source, monkeypat
         synthesize(load_synth_spec(spec_path))  # not beside the cwd, no base_dir
 
 
+def test_synthesize_refuses_a_drift_window_no_request_reaches(parquet_source):
+    """Drift times are on the output axis: after condensing 1000 s by 10 the trace ends at
+    99.9 s, so a window from 500 s would get no request (the README's example did this)."""
+    drift = {"drift": [{"until_s": 500, "alpha": 0.5}, {"alpha": 2.0}]}
+    base = {"source": {"path": str(parquet_source)}, "llms": 3, "popularity": drift}
+    with pytest.raises(ValueError, match=r"popularity.drift.1: starts at 500 s .*last arrival at 99.9 s"):
+        synthesize(SynthSpec.model_validate({**base, "condense": 10}))
+    # the cap counts too: the first 400 arrivals end at 399 s
+    with pytest.raises(ValueError, match=r"popularity.drift.1: .*last arrival at 399.0 s"):
+        synthesize(SynthSpec.model_validate({**base, "max_requests": 400}))
+    # a window the trace reaches is kept: both laws are used
+    ok = synthesize(SynthSpec.model_validate({**base, "popularity": {"drift": [
+        {"until_s": 50, "weights": [1, 0, 0]}, {"weights": [0, 0, 1]}]}, "condense": 10}))
+    assert set(ok.llm[ok.arrival_s < 50]) == {"llm-0"} and set(ok.llm[ok.arrival_s >= 50]) == {"llm-2"}
+
+
 def test_synthesize_empty_window_is_an_error(parquet_source):
     spec = SynthSpec.model_validate({"source": {"path": str(parquet_source)},
                                      "window": {"start_s": 5000}})

@@ -233,6 +233,9 @@ def test_synth_writes_a_multi_llm_workload(tmp_path):
     ({"window": {"start_s": 1e9}}, "window: [1e+09, inf) s keeps no requests"),
     ({"source": {"path": "nope.csv"}}, "source.path: trace file not found"),
     ({"source": {"path": "azure.csv", "format": "mooncake"}}, "azure.csv"),  # malformed for the format
+    # a drift window beyond the rescaled trace's span: refused, not silently ignored
+    ({"popularity": {"drift": [{"until_s": 1e6, "alpha": 0.5}, {"alpha": 2.0}]}},
+     "popularity.drift.1: starts at 1e+06 s (drift.0.until_s), after the workload's last arrival"),
 ])
 def test_synth_bad_spec_is_one_line_exit_2_and_no_output(tmp_path, change, expected):
     spec = _spec(tmp_path, **change)

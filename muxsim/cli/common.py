@@ -6,12 +6,15 @@ Bad input ends with a one-line ``error: ...`` on stderr and exit code 2, never a
 
 from __future__ import annotations
 
+import contextlib
+import re
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-__all__ = ["Fail", "is_calibration_file", "is_calibration_table", "is_overhead_file", "is_workload_file", "console", "err_console", "fail", "guarded", "load", "progress_bar", "reset_consoles", "say_error"]
+__all__ = ["Fail", "is_calibration_file", "is_calibration_table", "is_overhead_file", "is_workload_file", "console", "err_console", "fail", "guarded", "load", "progress_bar", "reset_consoles", "say_error", "step_progress"]
 
 
 def _consoles() -> tuple[Console, Console]:
@@ -94,6 +97,49 @@ def progress_bar():
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err_console, transient=True)
+
+
+class _StepLines:
+    """Progress as plain lines on the error console (see :func:`step_progress`)."""
+
+    _COUNTED = re.compile(r"^(?P<what>[A-Za-z_-]+) (?P<done>\d+)/(?P<total>\d+)\b")
+
+    def __init__(self, con: Console):
+        self.con = con
+        self.t0 = time.perf_counter()
+        self.shown: dict[str, int] = {}
+
+    def __call__(self, msg: str) -> None:
+        m = self._COUNTED.match(msg)
+        if m is not None:
+            # a long counted series ("calibration 7/40 ...") gets about ten lines, not one per
+            # item: its first, its last and one per tenth done
+            what, done, total = m["what"], int(m["done"]), max(int(m["total"]), 1)
+            tenth = done * 10 // total
+            if done not in (1, total) and self.shown.get(what) == tenth:
+                return
+            self.shown[what] = tenth
+        self.con.print(f"[{time.perf_counter() - self.t0:7.1f} s] {msg}", markup=False, highlight=False,
+                       soft_wrap=True)
+        self.con.file.flush()
+
+
+@contextlib.contextmanager
+def step_progress(title: str):
+    """A block that reports the steps of a long command; yields ``say(msg)``.
+
+    On a terminal: a rich status line (spinner) showing the latest step, cleared at the end.
+    Otherwise (a log, CI, a pipe): one line per step on stderr, prefixed with the elapsed time
+    and flushed at once, so the log shows where the command is; a counted series of steps
+    (``"<word> <done>/<total> ..."``, e.g. calibration points) is thinned to its first, last and every tenth."""
+    con = err_console
+    if con.is_terminal:
+        with con.status(title) as status:
+            yield lambda msg: status.update(f"{title}: {msg}")
+        return
+    say = _StepLines(con)
+    say(f"{title}: started")
+    yield say
 
 
 # What kind of file an existing --out is: muxsim replaces a file only when it is of the kind the

@@ -46,6 +46,18 @@ def _check_ray() -> None:
         raise Fail(f"--executor ray: ray failed to import: {e}") from None
 
 
+def speed_line(n_requests: int, sim_time_s: float, wall_s: float, cpu_s: float, worker_wall_s: float,
+               where: str) -> str:
+    """The console's speed line of a run: its wall time, and simulated requests and simulated
+    seconds per CPU second of the simulations (their workers' CPU time, summed: ``cpu_s``,
+    :attr:`muxsim.experiment.ExperimentResults.worker_cpu_s`), with the simulations' summed
+    worker wall time beside it (above ``cpu_s`` when workers waited for a core)."""
+    cpu = max(cpu_s, 1e-9)
+    return (f"{n_requests:,} requests in {wall_s:.1f} s wall ({where}); simulations {cpu_s:.2f} CPU s "
+            f"({worker_wall_s:.2f} s worker wall): {n_requests / cpu:,.0f} simulated requests per CPU second, "
+            f"{sim_time_s / cpu:,.0f} simulated s per CPU second")
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="experiment YAML, e.g. experiments/zipf_alpha.yaml"),
@@ -111,12 +123,9 @@ def run(
         if res.fitted_scaled:
             con.print(f"[yellow]note:[/] latency scaled from a fitted GPU count (mesh size not profiled) "
                       f"used for: {', '.join(res.fitted_scaled)}")
-        cpu_s = max(res.worker_s, 1e-9)
-        where = (f"{jobs} jobs" if executor is Executor.process
-                 else f"Ray at {address}" if address is not None else f"local Ray, {jobs} CPUs")
-        con.print(
-            f"{res.n_requests:,} requests in {wall:.1f} s wall ({where}): {res.n_requests / cpu_s:,.0f} "
-            f"simulated requests per CPU second, {res.sim_time_s / cpu_s:,.0f} simulated s per CPU second")
+        con.print(speed_line(res.n_requests, res.sim_time_s, wall, res.worker_cpu_s, res.worker_s,
+                             f"{jobs} jobs" if executor is Executor.process
+                             else f"Ray at {address}" if address is not None else f"local Ray, {jobs} CPUs"))
         con.print(f"outputs: {out_dir}")
 
     guarded(go)

@@ -28,6 +28,7 @@ def validate(
         from muxsim.experiment import preflight
         from muxsim.experiment.validation import (
             compare,
+            engine_factory,
             validate_experiment,
             write_validation,
         )
@@ -39,11 +40,12 @@ def validate(
         if cfg.live is None:
             raise Fail(f"{config}: the config has no 'live' section (engine, device, threads, calibration); "
                        f"muxsim validate runs it live, see experiments/validate_cpu.yaml")
+        engine_factory(cfg.live.engine)  # a missing extra is refused now, before any progress line
         out_dir = out if out is not None else Path("results") / f"{cfg.name}-validate"
         check_output_folder(out_dir)
         with staged_folder(out_dir) as staging:
-            with common.err_console.status("validating") as status:
-                res = validate_experiment(cfg, staging, recalibrate, progress=lambda m: status.update(m))
+            with common.step_progress(f"validating {cfg.name}") as say:
+                res = validate_experiment(cfg, staging, recalibrate, progress=say)
             write_validation(res, cfg, staging)
         cmp_ = res.comparison
         t = Table(title=f"{cfg.name}: simulated vs measured (overall)")

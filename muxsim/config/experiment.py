@@ -157,6 +157,8 @@ class ExperimentConfig(_Strict):
             return
         labels = [c.label for c in cells]
         for c in tl.cells:
+            if isinstance(c, dict):
+                continue  # a parameter selector may select nothing
             if c not in labels and not (isinstance(c, int) and c < len(cells)):
                 shown = ", ".join(repr(x) for x in labels[:6]) + (", ..." if len(labels) > 6 else "")
                 raise ConfigError(f"timeline.cells: {c!r} is not a cell of the sweep; allowed: its labels "
@@ -168,7 +170,10 @@ class ExperimentConfig(_Strict):
         tl = self.timeline
         if tl is None or (tl.strategies is not None and strategy not in tl.strategies):
             return None
-        if tl.cells is not None and cell.label not in tl.cells and position not in tl.cells:
+        if tl.cells is not None and not any(
+                (sel == cell.label or sel == position) if not isinstance(sel, dict)
+                else all(k in cell.params and cell.params[k] == v for k, v in sel.items())
+                for sel in tl.cells):
             return None
         return tl.window_s
 

@@ -361,6 +361,12 @@ class ExperimentResults:
         """Wall time the simulations took in their workers, summed (s)."""
         return sum(r.wall_s for r in self.runs)
 
+    @property
+    def worker_cpu_s(self) -> float:
+        """CPU time the simulations took in their workers, summed (s): the denominator of
+        "simulated requests per CPU second" (:attr:`CellRun.cpu_s`)."""
+        return sum(r.cpu_s for r in self.runs)
+
     def write(self, out_dir: str | Path) -> Path:
         """Write every output (:meth:`write_into`) into a staging folder beside ``out_dir`` and
         rename it into place (:func:`muxsim.files.staged_folder`).
@@ -396,7 +402,10 @@ class ExperimentResults:
         return pd.concat(parts, ignore_index=True) if parts else None
 
     def write_job_log(self, folder: str | Path) -> list[Path]:
-        """Write :meth:`job_log` as ``jobs.parquet`` into ``folder`` (nothing without a log)."""
+        """Write :meth:`job_log` as ``jobs.parquet`` and its Perfetto trace as ``timeline.json``
+        (:func:`muxsim.timeline.write_perfetto_trace`) into ``folder``; nothing without a log."""
+        from muxsim.timeline import write_perfetto_trace
+
         jobs = self.job_log()
         if jobs is None:
             return []
@@ -404,7 +413,9 @@ class ExperimentResults:
         tmp = path.with_name(path.name + ".tmp")
         jobs.to_parquet(tmp, index=False, engine="pyarrow")
         tmp.replace(path)
-        return [path]
+        trace = Path(folder) / "timeline.json"
+        write_perfetto_trace(jobs, trace)
+        return [path, trace]
 
 
 def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[CellRun],
@@ -448,6 +459,7 @@ def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
     }
     if cfg.timeline is not None:
         facts["timeline"] = {"window_s": list(cfg.timeline.window_s), "job_log": "jobs.parquet",
+                             "perfetto_trace": "timeline.json",
                              "runs": [f"{r.cell} | {r.strategy}" for r in runs if r.jobs is not None]}
     return ExperimentResults(cfg, plans, runs, store, store.n_requests, summary, ratios, facts, roofline, scaled)
 

@@ -22,9 +22,24 @@ __all__ = ["CellRun", "CellTask", "run_cell", "run_spec", "simulate_cell"]
 
 @dataclass
 class CellRun:
-    """One simulated (cell, strategy): its per-request table and run facts; ``itl`` its
-    inter-token latencies per LLM name (:class:`muxsim.core.itl.ITLHistogram`), ``jobs`` its
-    job log with ``cell`` and ``strategy`` columns first (None: no timeline asked for it)."""
+    """One simulated (cell, strategy): its per-request table and run facts.
+
+    Attributes:
+        cell, strategy: the cell's label and the strategy.
+        requests: the per-request table (None once a :class:`~muxsim.experiment.results.RequestStore`
+            took it).
+        placement: the placement it ran on.
+        sim_time_s: simulated time at the end of the run (s).
+        n_jobs: jobs the simulator ran.
+        latency_sources: per model, the latency source (fitted, fitted-scaled, roofline).
+        wall_s: wall time of the simulation in its worker (s).
+        cpu_s: CPU time the worker process spent on it (s, :func:`time.process_time`): what
+            "per CPU second" figures divide by; below ``wall_s`` when the worker waited for a
+            core.
+        itl: its inter-token latencies per LLM name (:class:`muxsim.core.itl.ITLHistogram`).
+        jobs: its job log with ``cell`` and ``strategy`` columns first (None: no timeline
+            asked for it).
+    """
 
     cell: str
     strategy: str
@@ -34,6 +49,7 @@ class CellRun:
     n_jobs: int
     latency_sources: dict[str, str]
     wall_s: float
+    cpu_s: float = 0.0
     itl: dict = field(default_factory=dict)
     jobs: pd.DataFrame | None = None
 
@@ -89,7 +105,7 @@ def run_spec(cfg: ExperimentConfig, cell: Cell, strategy: str, placement: Placem
 def run_cell(task: CellTask) -> CellRun:
     """Simulate ``task`` (a worker's entry point): the per-request table with the cell's label,
     strategy, sweep parameters and each request's latency source added."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cfg, cell, strategy = task.cfg, task.cell, task.strategy
     res = simulate_cell(cfg, cell, strategy, task.placement, task.workload, timeline=task.timeline)
     df = res.requests
@@ -103,4 +119,4 @@ def run_cell(task: CellTask) -> CellRun:
         jobs.insert(0, "strategy", strategy)
         jobs.insert(0, "cell", cell.label)
     return CellRun(cell.label, strategy, df, task.placement, res.sim_time_s, res.n_jobs,
-                   res.latency_sources, time.perf_counter() - t0, res.itl, jobs)
+                   res.latency_sources, time.perf_counter() - t0, time.process_time() - c0, res.itl, jobs)

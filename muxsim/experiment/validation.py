@@ -192,6 +192,11 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
                         progress: Callable[[str], None] | None = None) -> ValidationResult:
     """Calibrate, simulate and run live every cell and strategy of ``cfg``; compare.
 
+    Args:
+        progress: called with a short line at each step: each calibration point
+            (``"calibration <done>/<total> <point>"``), the fit, loading the models, and per
+            (cell, strategy) the start of its live run, its end and its simulations.
+
     Raises:
         ConfigError: no ``live`` section or missing extras.
         muxsim.core.placement.PlacementError: infeasible placement.
@@ -201,8 +206,10 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     from muxsim.live.engine import Partition
 
     say = progress or (lambda label: None)
+    say("calibration: measuring the models on the live engine (points already in the table are reused)")
     latency, fitted, _ = calibrate_for(cfg, out_dir, recalibrate,
                                        lambda done, total, label: say(f"calibration {done}/{total} {label}"))
+    say(f"calibration: fitted {fitted.name}")
     names = cfg.llm_names()
     models = [get_model(m) for m in cfg.llm_models()]
     live = cfg.live
@@ -217,10 +224,15 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     speeds = {}
     model_of = dict(zip(names, cfg.llm_models()))
     with engine_factory(cfg.live.engine)() as engine:
+        say(f"loading {len(names)} LLM(s) on the {cfg.live.engine} engine")
         load_models(engine, names, models, parts, cfg.seed, ckpt)
-        for plan in plan_experiment(cfg, latency=latency):
+        plans = plan_experiment(cfg, latency=latency)
+        n_runs, k = len(plans) * len(cfg.strategies), 0
+        for plan in plans:
             cell, wl = plan.cell, plan.workload
             for strategy in cfg.strategies:
+                k += 1
+                say(f"{cell.label} {strategy} ({k}/{n_runs}): live run of {len(wl):,} requests")
                 placement = plan.placements[strategy_placement(cfg, strategy)]
                 spec = run_spec(cfg, cell, strategy, placement, wl, latency)
                 res, speed = _steady_live_run(engine, spec, cfg, say, f"{cell.label} {strategy}")
@@ -240,6 +252,7 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
                 runs["simulated-replayed"] = simulate_cell(cfg, cell, strategy, placement, wl, latency,
                                                            overheads=False, speed=trace)
                 runs["measured"] = res
+                say(f"{cell.label} {strategy} ({k}/{n_runs}): simulated")
                 for run, out in runs.items():
                     itl.update({(cell.label, strategy, run, n): h for n, h in out.itl.items()})
                     df = out.requests.copy()

@@ -192,7 +192,9 @@ class SynthSpec(_Strict):
     4. **target_rate**: rescale time to a mean of ``target_rate`` req/s
        (:func:`rescale_to_rate`); the two are exclusive, as the second would undo the first;
     5. **split** among ``llms`` by ``popularity`` (:func:`split_among_llms`,
-       :func:`drifting_split`; drift ``until_s`` are in the time after steps 2-4). With neither
+       :func:`drifting_split`; drift ``until_s`` are in the time after steps 2-4, and a drift
+       window that starts after the last arrival kept (step 6 included) is refused, as no
+       request would follow it). With neither
        ``llms`` nor ``popularity`` the source's own ``llm`` labels are kept; with ``llms`` but no
        ``popularity`` the shares are equal;
     6. **cap**: keep the first ``max_requests`` arrivals.
@@ -372,10 +374,30 @@ def synthesize(spec: SynthSpec, base_dir: str | Path | None = None) -> pd.DataFr
 
     if spec.max_requests is not None:
         df = df.iloc[: spec.max_requests]
+    if names is not None and pop is not None and pop.drift is not None and len(df):
+        _check_drift_reached(pop.drift, float(df["arrival_s"].max()))
     df = renumbered(df)
     cols = ["request_id", "llm", "arrival_s", "prompt_tokens", "output_tokens"]
     df = df[[c for c in cols if c in df.columns] + [c for c in df.columns if c not in cols]]
     return checked_workload(df, "synthesized workload")
+
+
+def _check_drift_reached(drift: list[DriftWindowSpec], last_s: float) -> None:
+    """Refuse a drift window that starts after the workload's last arrival: no request would
+    follow its law, and the workload would silently be the earlier windows' alone.
+
+    Raises:
+        ValueError: naming the first such window, where it starts, the last arrival and why
+            (drift times are on the output time axis).
+    """
+    for k in range(1, len(drift)):
+        start = drift[k - 1].until_s
+        if start > last_s:
+            raise ValueError(
+                f"popularity.drift.{k}: starts at {start:g} s (drift.{k - 1}.until_s), after the workload's last "
+                f"arrival at {last_s:.1f} s, so no request would follow it; drift times are on the output time "
+                f"axis (after window, condense or target_rate, and max_requests): give until_s values below "
+                f"{last_s:.1f} s")
 
 
 def load_synth_spec(path: str | Path) -> SynthSpec:
