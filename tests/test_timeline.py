@@ -399,10 +399,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def simulated_jobs(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
+def simulated_jobs(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """The job log of a small experiment (tests/test_streaming.py's reduced zipf_alpha: one cell,
     muxserve and spatial on the 19 LLMs, 6 s of arrivals), every job starting in [1, 4) s: as
-    the run holds it, and as jobs.parquet holds it."""
+    the run holds it, as jobs.parquet holds it, and the trace the run wrote beside it."""
     cfg = yaml.safe_load((ROOT / "experiments" / "zipf_alpha.yaml").read_text())
     cfg["workload"]["duration_s"] = 6
     cfg["workload"]["popularity"] = {"alpha": [0.9], "max_rate": 6}
@@ -413,8 +413,9 @@ def simulated_jobs(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     cfg = load_config(tmp / "small.yaml")
     plans, runs = run_experiment(cfg, jobs=1)
     results = experiment_results(cfg, plans, runs)
-    [path] = results.write_job_log(tmp)
-    return results.job_log(), pd.read_parquet(path)
+    path, trace = results.write_job_log(tmp)
+    assert (path.name, trace.name) == ("jobs.parquet", "timeline.json")
+    return results.job_log(), pd.read_parquet(path), trace
 
 
 def test_reads_the_columns_the_simulator_writes():
@@ -422,7 +423,7 @@ def test_reads_the_columns_the_simulator_writes():
 
 
 def test_trace_of_a_simulated_job_log(simulated_jobs, tmp_path):
-    jobs, from_parquet = simulated_jobs
+    jobs, from_parquet, written = simulated_jobs
     assert list(jobs.columns) == list(JOB_COLUMNS)
     assert set(zip(jobs.cell, jobs.strategy)) == {("alpha=0.9", "muxserve"), ("alpha=0.9", "spatial")}
     info = write_perfetto_trace(jobs, tmp_path / "t.json")
@@ -440,3 +441,5 @@ def test_trace_of_a_simulated_job_log(simulated_jobs, tmp_path):
     # the log read back from jobs.parquet draws the same bytes
     again = write_perfetto_trace(from_parquet, tmp_path / "u.json")
     assert again.path.read_bytes() == info.path.read_bytes()
+    # and it is the trace the run wrote beside its jobs.parquet
+    assert written.read_bytes() == info.path.read_bytes()
