@@ -121,7 +121,9 @@ def _ratio_lookup(ratios: pd.DataFrame | None) -> tuple[dict[tuple[str, str], fl
 def _rows_table(title: str, rows: pd.DataFrame, cols: list[tuple[str, str, str, float]],
                 extra: tuple[str, Callable[[dict], str]] | None = None) -> Table:
     """A table of ``rows`` (overall rows): cell, strategy, then ``cols`` (header, column,
-    format, scale) and an ``extra`` (header, cell function) column; a section per cell."""
+    format, scale) and an ``extra`` (header, cell function) column; a section per cell. A run
+    whose latencies came from the roofline model (``latency_source`` names it) is marked ``*``
+    after its strategy, and the caption says what the mark means."""
     table = Table(title=title)
     # Names wrap rather than being cut to "alpha=..." on narrow (e.g. CI, 80-column) consoles.
     table.add_column("cell", overflow="fold", min_width=min(24, int(rows["cell"].astype(str).str.len().max())))
@@ -131,13 +133,18 @@ def _rows_table(title: str, rows: pd.DataFrame, cols: list[tuple[str, str, str, 
     if extra is not None:
         table.add_column(extra[0], justify="right")
     cells = rows["cell"].astype(str).to_numpy()
+    marked = False
     for i, rec in enumerate(rows.to_dict("records")):
-        cells_row = [str(rec["cell"]), str(rec["strategy"])]
+        roofline = "roofline" in str(rec.get("latency_source", ""))
+        marked |= roofline
+        cells_row = [str(rec["cell"]), str(rec["strategy"]) + (" *" if roofline else "")]
         cells_row += [_fmt(rec[c], spec, scale) for _, c, spec, scale in cols]
         if extra is not None:
             cells_row.append(extra[1](rec))
         last_of_cell = i + 1 == len(rows) or cells[i + 1] != cells[i]
         table.add_row(*cells_row, end_section=last_of_cell)
+    if marked:
+        table.caption = "* latency from the roofline model (not calibrated): an estimate, not a measurement"
     return table
 
 

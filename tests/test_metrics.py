@@ -518,6 +518,21 @@ def test_console_tables_itl_abs_slo_and_cost(summary):
     assert headers[-2:] == ["USD/h", "USD/M out tok"]
 
 
+def test_console_tables_mark_roofline_runs(summary):
+    from rich.console import Console
+
+    s = summary.assign(latency_source=np.where(summary.strategy == "spatial", "fitted+roofline", "fitted"))
+    for table in (R.console_table(s, None), R.latency_table(s)):
+        console = Console(record=True, width=250)
+        console.print(table)
+        text = console.export_text()
+        assert text.count("spatial *") == 2 and "muxserve *" not in text  # two cells
+        assert "* latency from the roofline model (not calibrated)" in text
+    console = Console(record=True, width=250)
+    console.print(R.console_table(summary.assign(latency_source="fitted"), None))
+    assert "roofline" not in console.export_text()
+
+
 @pytest.mark.parametrize("x", ["alpha", "missing", "max_rate"])
 def test_plot_throughput(summary, tmp_path, x):
     s = summary.assign(max_rate=40.0)  # constant: falls back to bars
