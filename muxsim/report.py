@@ -99,7 +99,10 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
     completion) and goodput (req/s); SLO attainment (%) at the goodput scale under the
     summary's SLO base, and under each base the table carries; TTFT p99 (s), TPOT p99 (ms per
     token); and -- from ``ratios`` -- the reference strategy's metric divided by this row's
-    (``n/a`` on the reference's own row; the first metric of ``ratios``).
+    (``n/a`` on the reference's own row; the first metric of ``ratios``). A row whose
+    ``status`` is ``infeasible`` (a strategy that could not be placed on its cell) shows
+    ``infeasible`` instead of its metrics, and the caption one line ``<cell> <strategy>:
+    infeasible: <reason>`` per such row.
 
     Args:
         summary: output of :func:`muxsim.metrics.summarize` (default group columns).
@@ -158,14 +161,24 @@ def console_table(summary: pd.DataFrame, ratios: pd.DataFrame | None) -> Table:
         table.add_column(f"{reference}/this {short.get(metric, metric)}", justify="right")
 
     cells = rows["cell"].astype(str).to_numpy()
+    refused: list[str] = []
     for i, rec in enumerate(rows.to_dict("records")):
         cells_row = [str(rec["cell"]), str(rec["strategy"])]
-        cells_row += [_fmt(rec[c], spec, scale) for _, c, spec, scale in cols]
+        if rec.get("status") == "infeasible":
+            # nothing was simulated: no row of n/a; the reason, often long, goes in the caption
+            # (in a cell it would wrap every other column of the row)
+            cells_row += ["infeasible"] + [""] * (len(cols) - 1)
+            refused.append(f"{rec['cell']} {rec['strategy']}: infeasible: {rec.get('reason', '')}")
+        else:
+            cells_row += [_fmt(rec[c], spec, scale) for _, c, spec, scale in cols]
         if reference is not None:
             r = ratio_of.get((str(rec["cell"]), str(rec["strategy"])))
-            cells_row.append("n/a" if r is None else _fmt(r, ".2f") + "x")
+            cells_row.append("n/a" if r is None or np.isnan(r) else _fmt(r, ".2f") + "x")
         last_of_cell = i + 1 == len(rows) or cells[i + 1] != cells[i]
         table.add_row(*cells_row, end_section=last_of_cell)
+    if refused:
+        table.caption = "\n".join(refused)
+        table.caption_justify = "left"
     return table
 
 

@@ -36,10 +36,11 @@ from muxsim.workload import save_workload
 
 from .placements import placement_for, strategy_placement
 from .plan import CellPlan, plan_experiment
+from .run import infeasible_runs
 from .simulation import CellRun, simulate_cell
 
 __all__ = ["ExperimentResults", "PlacementCheck", "RequestStore", "check_placement", "experiment_results",
-           "experiment_summary", "placement_facts", "request_store", "save_workloads"]
+           "experiment_summary", "placement_facts", "with_infeasible_rows", "request_store", "save_workloads"]
 
 #: The columns a run's request table is summarised by; every run is one group of them.
 _GROUP = ("cell", "strategy")
@@ -390,15 +391,25 @@ def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
     summary = experiment_summary(cfg, plans, runs, store.summary())
     summary["latency_source"] = store.latency_source(summary)
     ratios = None
-    if "muxserve" in cfg.strategies and len(cfg.strategies) > 1:
+    if ("muxserve" in cfg.strategies and len(cfg.strategies) > 1
+            and (summary["strategy"] == "muxserve").any()):
         ratios = pd.concat([metrics.ratios(summary, reference="muxserve", on=m)
                             for m in ("total_throughput_rps", "throughput_rps", "goodput_rps")],
                            ignore_index=True)
-    roofline = sorted({m for r in runs for m, s in r.latency_sources.items() if s == "roofline"})
-    scaled = sorted({m for r in runs for m, s in r.latency_sources.items() if s == "fitted-scaled"})
+    refused = infeasible_runs(cfg, plans)
+    if refused:
+        summary = with_infeasible_rows(cfg, plans, summary, refused)
+    if len({c.gpu for c in cfg.cluster.clusters()}) > 1:
+        # a GPU sweep: a model's latency source depends on the GPU, so name both
+        gpu_of = {p.cell.label: cfg.for_cell(p.cell).cluster.gpu for p in plans}
+        sources = [{f"{m} on {gpu_of[r.cell]}": s for m, s in r.latency_sources.items()} for r in runs]
+    else:
+        sources = [r.latency_sources for r in runs]
+    roofline = sorted({m for src in sources for m, s in src.items() if s == "roofline"})
+    scaled = sorted({m for src in sources for m, s in src.items() if s == "fitted-scaled"})
     models = [get_model(m) for m in dict.fromkeys(cfg.llm_models())]
     facts = {
-        "latency_model": {m: s for r in runs for m, s in r.latency_sources.items()},
+        "latency_model": {m: s for src in sources for m, s in src.items()},
         "roofline_models": roofline,
         "fitted_scaled_models": scaled,
         "job_overhead": cfg.overhead.model().as_dict(models),
@@ -406,9 +417,52 @@ def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
         "placements": {f"{r.cell} | {r.strategy}": placement_facts(r.placement) for r in runs},
         "request_counts": {p.cell.label: dict(zip(cfg.llm_names(), p.counts))
                            for p in plans if p.counts is not None},
-        "workloads": {p.cell.label: f"workload_{p.index}.parquet" for p in plans},
+        "workloads": {p.cell.label: f"workload_{p.index}.parquet" for p in plans if p.workload is not None},
     }
+    if refused:
+        facts["infeasible"] = {f"{p.cell.label} | {s}": why for p, s, why in refused}
     return ExperimentResults(cfg, plans, runs, store, store.n_requests, summary, ratios, facts, roofline, scaled)
+
+
+def with_infeasible_rows(cfg: ExperimentConfig, plans: list[CellPlan], summary: pd.DataFrame,
+                         refused: list[tuple[CellPlan, str, str]]) -> pd.DataFrame:
+    """``summary`` with rows for the (cell, strategy) pairs that could not be placed, each in
+    its cell and strategy place, and two columns added last: ``status`` (``"ok"`` or
+    ``"infeasible"``) and ``reason`` (the one-line PlacementError; ``""`` on ok rows).
+
+    Infeasible rows (one per LLM and the overall ``"all"`` row, as a simulated pair has) carry
+    the cell's sweep parameters, its offered rate (``rate_rps``, req/s) and the SLO settings;
+    request counts are 0 and every metric NaN (there are no requests).
+    """
+    models = dict(zip(cfg.llm_names(), cfg.llm_models()))
+    rows = []
+    for p, s, why in refused:
+        rates = dict(zip(cfg.llm_names(), p.cell.rates))
+        for llm in [*cfg.llm_names(), metrics.ALL_LLMS]:
+            rows.append({"cell": p.cell.label, "strategy": s, "llm": llm,
+                         "model": models.get(llm, metrics.ALL_LLMS), **p.cell.params,
+                         "goodput_scale": float(cfg.slo.goodput_scale), "slo_base": cfg.slo.base,
+                         "rate_rps": rates[llm] if llm in rates else float(sum(p.cell.rates)),
+                         "n_requests": 0, "n_finished": 0, "n_unfinished": 0, "preemptions": 0,
+                         "status": "infeasible", "reason": why})
+    bad = pd.DataFrame(rows)
+    out = summary.assign(status="ok", reason="")
+    cols = list(out.columns)
+    bad = bad.reindex(columns=cols)
+    for c in cols:
+        # ints stay ints (counts are 0), the rest takes NaN / None where an infeasible row has no value
+        if pd.api.types.is_integer_dtype(out[c]) and not bad[c].isna().any():
+            bad[c] = bad[c].astype(out[c].dtype)
+        elif pd.api.types.is_float_dtype(out[c]):
+            bad[c] = pd.to_numeric(bad[c], errors="coerce").astype(out[c].dtype)
+        else:
+            bad[c] = bad[c].astype(object)
+    joined = pd.concat([out.astype({c: object for c in cols if out[c].dtype == object}), bad], ignore_index=True)
+    cell_at = {p.cell.label: p.index for p in plans}
+    strategy_at = {s: k for k, s in enumerate(cfg.strategies)}
+    order = sorted(range(len(joined)), key=lambda i: (cell_at[joined["cell"].iat[i]],
+                                                      strategy_at[joined["strategy"].iat[i]]))
+    return joined.iloc[order].reset_index(drop=True)
 
 
 def experiment_summary(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[CellRun],
@@ -439,8 +493,10 @@ def placement_facts(p: Placement) -> dict:
 
 def save_workloads(plans: list[CellPlan], folder: Path) -> list[Path]:
     """Write each planned cell's workload as ``workload_<cell index>.parquet`` (replay it with
-    ``workload.file``)."""
-    return [save_workload(p.workload, Path(folder) / f"workload_{p.index}.parquet") for p in plans]
+    ``workload.file``); a cell whose workload could not be drawn (:attr:`CellPlan.workload`
+    None) has none."""
+    return [save_workload(p.workload, Path(folder) / f"workload_{p.index}.parquet") for p in plans
+            if p.workload is not None]
 
 
 @dataclass(frozen=True)
@@ -471,7 +527,7 @@ def check_placement(cfg: ExperimentConfig, cell: Cell, strategy: str, simulate: 
     kind = strategy_placement(cfg, strategy)
     served: dict = {}
     if simulate or kind == "simulated":
-        (plan,) = plan_experiment(cfg.model_copy(update={"strategies": [strategy]}), cells=[cell])
+        (plan,) = plan_experiment(cfg.model_copy(update={"strategies": [strategy]}), cells=[cell], strict=True)
         p = plan.placements[kind]
         if simulate:
             res = simulate_cell(cfg, cell, strategy, p, plan.workload)

@@ -217,7 +217,7 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     model_of = dict(zip(names, cfg.llm_models()))
     with engine_factory(cfg.live.engine)() as engine:
         load_models(engine, names, models, parts, cfg.seed, ckpt)
-        for plan in plan_experiment(cfg, latency=latency):
+        for plan in plan_experiment(cfg, latency=latency, strict=True):
             cell, wl = plan.cell, plan.workload
             for strategy in cfg.strategies:
                 placement = plan.placements[strategy_placement(cfg, strategy)]
