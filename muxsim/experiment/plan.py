@@ -25,7 +25,12 @@ from .placements import placement_for, placement_kinds, simulated_placement
 from .tasks import map_tasks
 from .workloads import cell_workload, request_counts
 
-__all__ = ["CellPlan", "Infeasible", "PlacementTask", "plan_experiment"]
+__all__ = ["CellPlan", "EmptyWorkloadError", "Infeasible", "PlacementTask", "plan_experiment"]
+
+
+class EmptyWorkloadError(ValueError):
+    """A cell whose drawn workload has no request (its rates x duration, or its request counts,
+    keep none), with a one-line message naming the cell."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] 
 
     Raises:
         muxsim.core.placement.PlacementError: ``strict`` and a kind cannot be placed on a cell.
-        ValueError: bad input (a cell whose workload has no request).
+        EmptyWorkloadError: a cell whose workload has no request.
     """
     wanted = None if cells is None else {c.ident for c in cells}
     chosen = [(k, c) for k, c in enumerate(cfg.cells()) if wanted is None or c.ident in wanted]
@@ -144,7 +149,7 @@ def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] 
         n = request_counts(cfg, placements[i].get("muxserve"))
         wl = cell_workload(cfg, c, k, n)
         if len(wl) == 0:
-            raise ValueError(f"cell {c.label}: its workload has no request (rates x workload.duration_s, "
+            raise EmptyWorkloadError(f"cell {c.label}: its workload has no request (rates x workload.duration_s, "
                              f"or the request counts, keep none); lengthen the workload or raise the rates")
         workloads.append(wl)
         counts.append(n)
