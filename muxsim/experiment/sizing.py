@@ -102,7 +102,8 @@ class Point:
     total offered rate (req/s), attainment (fraction; NaN when not simulated), whether it meets
     the target, ``status`` (``ok``, ``infeasible``: the strategy cannot be placed there,
     ``refused``: the run exceeds the size limits, ``empty``: the workload draws no request at
-    this rate and duration) and the one-line reason (``""`` when ok)."""
+    this rate and duration), the one-line reason (``""`` when ok) and the requests simulated
+    (0 when none: few requests make a noisy attainment)."""
 
     strategy: str
     nodes: int
@@ -114,6 +115,7 @@ class Point:
     met: bool
     status: str = "ok"
     reason: str = ""
+    n_requests: int = 0
 
     @property
     def n_gpus(self) -> int:
@@ -129,7 +131,7 @@ class Point:
         d = asdict(self)
         d["n_gpus"] = self.n_gpus
         return {k: d[k] for k in ("strategy", "nodes", "gpus_per_node", "gpu", "n_gpus", "rate_scale",
-                                  "total_rate_rps", "attainment", "met", "status", "reason")}
+                                  "total_rate_rps", "n_requests", "attainment", "met", "status", "reason")}
 
 
 @dataclass(frozen=True)
@@ -267,7 +269,7 @@ def evaluate_point(cfg: ExperimentConfig, strategy: str, cluster: ClusterConfig,
     summary = experiment_results(pc, plans, runs).summary
     row = summary[summary["llm"] == ALL_LLMS].iloc[0]
     att = float(row[slo.column])
-    return Point(**facts, attainment=att, met=bool(att >= target))
+    return Point(**facts, attainment=att, met=bool(att >= target), n_requests=int(row["n_requests"]))
 
 
 def max_rate_scale(cfg: ExperimentConfig, strategy: str, cluster: ClusterConfig, slo: SizingSLO,
