@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,11 +13,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from _badinput import check_bad_input
-from muxsim.cli import app
-from muxsim.config import ConfigError, ExperimentConfig, SLOConfig, load_config
-from muxsim.experiment import experiment_results, run_experiment
-from muxsim.experiment.sizing import SizingSLO, evaluate_point
+sys.path.insert(0, str(Path(__file__).parent))
+from _badinput import check_bad_input  # noqa: E402
+
+from muxsim.cli import app  # noqa: E402
+from muxsim.config import ConfigError, ExperimentConfig, SLOConfig, load_config  # noqa: E402
+from muxsim.experiment import experiment_results, run_experiment  # noqa: E402
+from muxsim.experiment.sizing import SizingSLO, evaluate_point  # noqa: E402
 
 runner = CliRunner()
 
