@@ -301,11 +301,14 @@ class ExperimentResults:
             without their request tables, which are in ``store``).
         store: every run's request table (:meth:`read_requests` joins them in memory).
         n_requests: simulated requests, over every cell and strategy.
-        summary: :func:`experiment_summary` plus a ``latency_source`` column.
+        summary: :func:`experiment_summary` plus a ``latency_source`` column; when some
+            strategy could not be placed on some cell, also its rows and the ``status`` /
+            ``reason`` columns (:func:`with_infeasible_rows`).
         ratios: each strategy against MuxServe on total throughput, throughput and goodput
             (:func:`muxsim.metrics.ratios`), or None without MuxServe or another strategy.
         facts: the run facts ``run.json`` holds besides seed, version and files (all
-            deterministic: no wall times).
+            deterministic: no wall times); ``infeasible`` ("<cell> | <strategy>" -> reason)
+            when some strategy could not be placed.
         roofline, fitted_scaled: models whose latency came from the roofline model (not
             calibrated) or from a fitted curve scaled to an unprofiled mesh size.
     """
