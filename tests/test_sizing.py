@@ -228,3 +228,21 @@ def test_size_refuses_a_workload_sweep(tmp_path):
     cfg = _write(tmp_path, _cfg(**{"workload.popularity": {"alpha": [0.9, 2.1], "max_rate": 4}}))
     check_bad_input(["size", cfg, "--out", tmp_path / "out"], "muxsim size sizes one workload, the config sweeps 2",
                     tmp_path)
+
+
+def test_a_cell_where_nothing_fits_has_no_workload_and_the_others_run(tmp_path):
+    d = _cfg(**{"cluster.gpus_per_node": [1, 8], "strategies": ["muxserve", "spatial", "muxserve+sim"],
+                "llms": [{"model": "llama-7b", "count": 2}, {"model": "llama-30b", "count": 1}],
+                "workload.requests": {"rule": "estimate", "factor": 1.1, "seconds": 4},
+                "placement": {"candidates": 3, "budget_s": 1000, "starts": 1}})
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", str(_write(tmp_path, d)), "--out", str(out), "--jobs", "1"])
+    assert res.exit_code == 0, res.output
+    run = json.loads((out / "run.json").read_text())
+    why = "llm-2 (llama-30b) fits on no mesh: it needs >= 2 GPUs in one node, nodes have 1"
+    assert run["infeasible"] == {f"gpus_per_node=1 | {s}": why for s in d["strategies"]}
+    # the request counts follow MuxServe's estimate: the 1-GPU cell has none, and no workload
+    assert list(run["request_counts"]) == list(run["workloads"]) == ["gpus_per_node=8"]
+    assert not (out / "workload_0.parquet").exists() and (out / "workload_1.parquet").exists()
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    assert set(summary[summary.cell == "gpus_per_node=8"].status) == {"ok"}

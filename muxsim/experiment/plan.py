@@ -137,6 +137,8 @@ def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] 
     workloads: list[pd.DataFrame | None] = []
     counts: list[list[int] | None] = []
     for i, (k, c) in enumerate(chosen):
+        if "muxserve" in refused[i] and "simulated" in placement_kinds(cfg):
+            refused[i].setdefault("simulated", refused[i]["muxserve"])  # it starts from MuxServe's layouts
         if by_estimate and "muxserve" in refused[i]:
             # the request counts follow MuxServe's estimate: without it there is no workload
             why = (f"workload.requests.rule 'estimate' follows MuxServe's placement, which is infeasible: "
@@ -154,9 +156,6 @@ def plan_experiment(cfg: ExperimentConfig, ex=None, tick: Callable[[str], None] 
         workloads.append(wl)
         counts.append(n)
     if simulated and "simulated" in placement_kinds(cfg):
-        for i in range(len(chosen)):
-            if "muxserve" in refused[i] and "simulated" not in refused[i]:
-                refused[i]["simulated"] = refused[i]["muxserve"]  # it starts from MuxServe's layouts
         todo = [i for i in range(len(chosen)) if "simulated" not in refused[i]]
         # the longest workloads first keeps the workers busy to the end
         order = sorted(todo, key=lambda i: -len(workloads[i]))
