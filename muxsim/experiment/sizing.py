@@ -192,7 +192,7 @@ def _max_scale(cfg: ExperimentConfig) -> float:
     top = math.inf
     pop = cfg.workload.popularity
     if pop is not None:
-        top = min(top, _MAX_RATE_SCALE / float(pop.rate_scale))
+        top = min(top, _MAX_RATE_SCALE / max(pop.rate_scales()))
     fixed = [g.rate for g in cfg.llms if g.rate is not None]
     for rs in cfg.workload.rate_sets or []:
         fixed += list(rs.rates)
@@ -220,7 +220,8 @@ def point_config(cfg: ExperimentConfig, strategy: str, cluster: ClusterConfig, s
     d["cluster"] = {"nodes": int(cluster.nodes), "gpus_per_node": int(cluster.gpus_per_node), "gpu": cluster.gpu}
     w = d["workload"]
     if w.get("popularity") is not None:
-        w["popularity"]["rate_scale"] = float(w["popularity"]["rate_scale"]) * scale
+        rs = w["popularity"]["rate_scale"]  # one value, or a list of one (sizing_workload)
+        w["popularity"]["rate_scale"] = [float(x) * scale for x in rs] if isinstance(rs, list) else float(rs) * scale
     for g in d["llms"]:
         if g.get("rate") is not None:
             g["rate"] = float(g["rate"]) * scale
