@@ -123,7 +123,10 @@ def _rows_table(title: str, rows: pd.DataFrame, cols: list[tuple[str, str, str, 
     """A table of ``rows`` (overall rows): cell, strategy, then ``cols`` (header, column,
     format, scale) and an ``extra`` (header, cell function) column; a section per cell. A run
     whose latencies came from the roofline model (``latency_source`` names it) is marked ``*``
-    after its strategy, and the caption says what the mark means."""
+    after its strategy, and the caption says what the mark means. A row whose ``status`` is
+    ``infeasible`` (a strategy that could not be placed on its cell) shows ``infeasible``
+    instead of its values, and the caption one line ``<cell> <strategy>: infeasible:
+    <reason>`` per such row (in a cell the reason, often long, would wrap the whole row)."""
     table = Table(title=title)
     # Names wrap rather than being cut to "alpha=..." on narrow (e.g. CI, 80-column) consoles.
     table.add_column("cell", overflow="fold", min_width=min(24, int(rows["cell"].astype(str).str.len().max())))
@@ -134,17 +137,25 @@ def _rows_table(title: str, rows: pd.DataFrame, cols: list[tuple[str, str, str, 
         table.add_column(extra[0], justify="right")
     cells = rows["cell"].astype(str).to_numpy()
     marked = False
+    refused: list[str] = []
     for i, rec in enumerate(rows.to_dict("records")):
         roofline = "roofline" in str(rec.get("latency_source", ""))
         marked |= roofline
         cells_row = [str(rec["cell"]), str(rec["strategy"]) + (" *" if roofline else "")]
-        cells_row += [_fmt(rec[c], spec, scale) for _, c, spec, scale in cols]
-        if extra is not None:
-            cells_row.append(extra[1](rec))
+        if rec.get("status") == "infeasible":
+            cells_row += ["infeasible"] + [""] * (len(cols) - 1 + (extra is not None))
+            refused.append(f"{rec['cell']} {rec['strategy']}: infeasible: {rec.get('reason', '')}")
+        else:
+            cells_row += [_fmt(rec[c], spec, scale) for _, c, spec, scale in cols]
+            if extra is not None:
+                cells_row.append(extra[1](rec))
         last_of_cell = i + 1 == len(rows) or cells[i + 1] != cells[i]
         table.add_row(*cells_row, end_section=last_of_cell)
-    if marked:
-        table.caption = "* latency from the roofline model (not calibrated): an estimate, not a measurement"
+    notes = refused + (["* latency from the roofline model (not calibrated): an estimate, not a measurement"]
+                       if marked else [])
+    if notes:
+        table.caption = "\n".join(notes)
+        table.caption_justify = "left"
     return table
 
 

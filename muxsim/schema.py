@@ -145,7 +145,8 @@ def read_yaml(p: Path, error: type[Exception], what: str):
 # one-line errors
 
 #: Parts of a pydantic error location that name a member of a union, not a field.
-_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple", "none", "is-instance"}
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple", "none", "is-instance",
+              "constrained-int", "constrained-float", "constrained-str"}
 
 
 def _is_tag(part) -> bool:

@@ -1,4 +1,4 @@
-"""Command line: ``muxsim run | workload | place | validate | calibrate ... | trace ... | version``.
+"""Command line: ``muxsim run | workload | place | size | validate | calibrate ... | trace ... | version``.
 
 The commands only parse, call the experiment layer and print. Bad input ends with a one-line
 ``error: ...`` on stderr and exit code 2, never a traceback, and leaves no output folder that
@@ -6,14 +6,14 @@ looks complete: outputs are written to a staging folder that is renamed into pla
 every file is written (:mod:`muxsim.files`).
 
 Modules: :mod:`.app` (the typer apps), :mod:`.common` (consoles, errors, config loading),
-:mod:`.run`, :mod:`.calibrate`, :mod:`.validate`, :mod:`.trace` (the commands).
+:mod:`.run`, :mod:`.size`, :mod:`.calibrate`, :mod:`.validate`, :mod:`.trace` (the commands).
 """
 
 from __future__ import annotations
 
 from muxsim._version import __version__
 
-from . import calibrate, common, run, trace, validate  # noqa: F401  (they register their commands)
+from . import calibrate, common, run, size, trace, validate  # noqa: F401  (they register their commands)
 from .app import app
 
 __all__ = ["app", "main"]

@@ -147,9 +147,12 @@ def workload(
         preflight(cfg)
         plans = plan_experiment(cfg, simulated=False)
         with staged_folder(out) as staging:
-            names = [p.name for p in save_workloads(plans, staging)]
-        for name, p in zip(names, plans):
-            common.console.print(f"{p.cell.label}: {out / name} ({len(p.workload):,} requests)")
+            names = iter([p.name for p in save_workloads(plans, staging)])
+        for p in plans:
+            if p.workload is None:
+                common.console.print(f"{p.cell.label}: no workload: {p.infeasible.get('muxserve', '')}")
+            else:
+                common.console.print(f"{p.cell.label}: {out / next(names)} ({len(p.workload):,} requests)")
 
     guarded(go)
 
@@ -170,6 +173,7 @@ def place(
         from rich.table import Table
 
         from muxsim import metrics
+        from muxsim.core.placement import PlacementError
         from muxsim.experiment import check_placement, preflight
 
         if strategy not in STRATEGIES:
@@ -184,8 +188,17 @@ def place(
             if not cells:
                 raise Fail(f"--cell {cell!r} is not a cell of {config}; cells: "
                             + ", ".join(c.label for c in cfg.cells()))
+        placed = 0
         for c in cells:
-            pc = check_placement(cfg, c, strategy, simulate=check)
+            try:
+                pc = check_placement(cfg, c, strategy, simulate=check)
+            except PlacementError as e:
+                if len(cells) == 1:
+                    raise
+                # a cell of a cluster sweep too small for this strategy: say so, show the others
+                common.console.print(f"{cfg.name} {c.label}: {strategy}: infeasible: {e}")
+                continue
+            placed += 1
             p, served, dt = pc.placement, pc.served, pc.seconds
             rate = dict(zip(cfg.llm_names(), c.rates))
             model = dict(zip(cfg.llm_names(), cfg.llm_models()))
@@ -231,6 +244,8 @@ def place(
                 line += (f"; simulated {thr:.2f} req/s (sum of per-LLM throughputs, "
                          f"{thr / p.total_est_throughput:.2f}x the estimate)")
             common.console.print(line)
+        if not placed:
+            raise Fail(f"{strategy} cannot be placed on any cell of {config}")
 
     guarded(go)
 

@@ -36,6 +36,9 @@ def validate(
 
         reset_consoles()
         cfg = load(config, None)
+        if cfg.cluster.swept:
+            raise Fail(f"{config}: muxsim validate runs on one cluster (the machine it measures); give "
+                       f"cluster.nodes, gpus_per_node and gpu one value each, not lists")
         preflight(cfg)
         if cfg.live is None:
             raise Fail(f"{config}: the config has no 'live' section (engine, device, threads, calibration); "

@@ -14,15 +14,27 @@ __all__ = ["Cell", "rates_over_span", "replay_cell"]
 
 class Cell(BaseModel):
     """One point of the sweep: a label, its sweep parameters, per-LLM rates (req/s) and its
-    ``key``: the full parameter values it was made from (not its position in the sweep), which
-    seeds its workload, so a cell run alone draws what it draws inside a sweep."""
+    ``key``: the full workload parameter values it was made from (not its position in the
+    sweep), which seeds its workload, so a cell run alone draws what it draws inside a sweep.
+
+    ``cluster``: the cell's (nodes, gpus_per_node, gpu) in a cluster sweep (None: the config's
+    own, scalar cluster). It is not part of ``key``: the cells of one workload on several
+    clusters serve the same requests, as a run on each cluster alone would draw them. Swept
+    cells carry ``nodes``, ``gpus_per_node``, ``gpu`` and ``n_gpus`` as params.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     label: str
-    params: dict[str, float]
+    params: dict[str, int | float | str]
     rates: list[float]
     key: str = ""
+    cluster: tuple[int, int, str] | None = None
+
+    @property
+    def ident(self) -> tuple[str, tuple[int, int, str] | None]:
+        """What tells the cells of one sweep apart: (``key``, ``cluster``)."""
+        return self.key, self.cluster
 
 
 def replay_cell(path: str, names: list[str]) -> Cell:

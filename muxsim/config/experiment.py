@@ -179,12 +179,11 @@ class ExperimentConfig(_Strict):
 
     def _check_meshes(self) -> None:
         """What an explicit placement must satisfy that the config alone tells (memory fit is
-        left to the placement's own check, which needs the latency model)."""
+        left to the placement's own check, which needs the latency model), on every cluster of
+        a cluster sweep."""
         names = self.llm_names()
         model = dict(zip(names, self.llm_models()))
         seen: set[str] = set()
-        used = [0] * self.cluster.nodes
-        gpn = self.cluster.gpus_per_node
         for k, m in enumerate(self.placement.meshes):
             at = f"placement.meshes.{k}"
             for n in m.llms:
@@ -197,18 +196,47 @@ class ExperimentConfig(_Strict):
                 need = get_model(model[n]).min_gpus
                 if need > m.gpus:
                     raise FieldProblem(f"{at}.gpus", f"{n} ({model[n]}) needs >= {need} GPUs, the mesh has {m.gpus}")
-            if m.node >= self.cluster.nodes:
-                raise FieldProblem(f"{at}.node", f"placement mesh on node {m.node}, cluster has "
-                                   f"{self.cluster.nodes} (nodes 0..{self.cluster.nodes - 1})")
-            if m.gpus > gpn:
-                raise FieldProblem(f"{at}.gpus", f"a mesh has at most cluster.gpus_per_node = {gpn} GPUs, got {m.gpus}")
-            used[m.node] += m.gpus
-            if used[m.node] > gpn:
-                raise FieldProblem(f"{at}.gpus", f"node {m.node} is given {used[m.node]} GPUs by meshes "
-                                   f"0..{k}, it has {gpn}")
+        for c in self.cluster.clusters():
+            # in a cluster sweep, name the cluster the placement does not fit
+            of = (f" of the swept cluster nodes={c.nodes}, gpus_per_node={c.gpus_per_node} (an explicit "
+                  f"placement must fit every cluster of the sweep)") if self.cluster.swept else ""
+            used = [0] * c.nodes
+            gpn = c.gpus_per_node
+            for k, m in enumerate(self.placement.meshes):
+                at = f"placement.meshes.{k}"
+                if m.node >= c.nodes:
+                    raise FieldProblem(f"{at}.node", f"placement mesh on node {m.node}, cluster has "
+                                       f"{c.nodes} (nodes 0..{c.nodes - 1}){of}")
+                if m.gpus > gpn:
+                    raise FieldProblem(f"{at}.gpus", f"a mesh has at most cluster.gpus_per_node = {gpn} GPUs, "
+                                       f"got {m.gpus}{of}")
+                used[m.node] += m.gpus
+                if used[m.node] > gpn:
+                    raise FieldProblem(f"{at}.gpus", f"node {m.node} is given {used[m.node]} GPUs by meshes "
+                                       f"0..{k}, it has {gpn}{of}")
         missing = [n for n in names if n not in seen]
         if missing:
             raise FieldProblem("placement.meshes", f"placement leaves LLMs unplaced: {missing}")
+
+    def for_cell(self, cell: Cell) -> ExperimentConfig:
+        """The config one cell runs on: this one with the cell's own cluster (a cluster sweep's
+        cell, :attr:`Cell.cluster`); this very config when the cell names no cluster or the
+        config's cluster is already the cell's. Everything per cell (placements, latency
+        models, simulation) reads its cluster from it.
+
+        Raises:
+            ValueError: a cell without a cluster of a config that sweeps its cluster.
+        """
+        if cell.cluster is None:
+            if self.cluster.swept:
+                raise ValueError(f"cell {cell.label!r} has no cluster, but the config sweeps cluster")
+            return self
+        nodes, gpn, gpu = cell.cluster
+        c = self.cluster
+        if not c.swept and (c.nodes, c.gpus_per_node, c.gpu) == (nodes, gpn, gpu):
+            return self
+        return self.model_copy(update={"cluster": ClusterConfig.model_construct(
+            nodes=nodes, gpus_per_node=gpn, gpu=gpu, usd_per_gpu_hour=c.usd_per_gpu_hour)})
 
     def llm_names(self) -> list[str]:
         """Names ``llm-0``, ``llm-1``, ... in popularity (listed) order."""
@@ -221,10 +249,12 @@ class ExperimentConfig(_Strict):
     def cells(self) -> list[Cell]:
         """The sweep: one cell per (alpha, max_rate, rate_scale) combination, each with per-LLM
         rates; or one per rate set, labelled with its label, with param ``avg_rate`` (mean of
-        its rates, req/s) for plotting; or one per ``workload.trace`` alpha (:func:`trace_cells`).
+        its rates, req/s) for plotting; or one per ``workload.trace`` alpha (:func:`trace_cells`);
+        each of them once per cluster of a cluster sweep (:func:`muxsim.config.sweep.sweep_cells`).
 
         Popularity cells always carry ``alpha`` and ``rate_scale`` as params (``max_rate`` when
-        it is swept); their labels name the swept values only.
+        it is swept; ``nodes``, ``gpus_per_node``, ``gpu``, ``n_gpus`` when the cluster is); their
+        labels name the swept values only.
 
         Raises:
             ConfigError: a replayed file or trace that cannot be read or synthesized.

@@ -9,6 +9,7 @@ req/s, times seconds."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Literal
 
@@ -45,37 +46,89 @@ MAX_SEED = 2**32 - 1
 _Num = Annotated[float, Field(allow_inf_nan=True)]
 
 
+_Nodes = Annotated[int, Field(ge=1, le=1024)]
+_GpusPerNode = Annotated[int, Field(ge=1, le=16)]
+
+
 class ClusterConfig(_Strict):
     """Nodes x GPUs per node of one GPU kind (a catalog name, e.g. ``a100-80gb``): ``nodes`` in
     [1, 1024], ``gpus_per_node`` in [1, 16] (the analytic placement search switches to its
     large-scale method above a few nodes; ``muxsim.core.placement``).
 
+    Each of ``nodes``, ``gpus_per_node`` and ``gpu`` may be a list: the experiment then sweeps
+    the clusters of their product (in ``nodes``, ``gpus_per_node``, ``gpu`` order), one cell per
+    cluster and workload cell (:meth:`clusters`); values of a list unique. A cell's own cluster
+    is always scalar (:meth:`muxsim.config.ExperimentConfig.for_cell`).
+
     ``usd_per_gpu_hour`` (USD, in (0, 1000]) replaces the catalog's GPU-hour price in the cost
     columns of the summary (your negotiated, reserved or spot price); null: the catalog's
-    on-demand list price (:data:`muxsim.catalog.GPUS`)."""
+    on-demand list price (:data:`muxsim.catalog.GPUS`).
+    """
 
-    nodes: int = Field(ge=1, le=1024)
-    gpus_per_node: int = Field(ge=1, le=16)
-    gpu: str = "a100-80gb"
+    nodes: _Nodes | list[_Nodes]
+    gpus_per_node: _GpusPerNode | list[_GpusPerNode]
+    gpu: str | list[str] = "a100-80gb"
     usd_per_gpu_hour: float | None = Field(default=None, gt=0, le=MAX_USD_PER_GPU_HOUR)
+
+    @field_validator("nodes", "gpus_per_node")
+    @classmethod
+    def _unique(cls, v, info):
+        return _sweep_values(v, info.field_name, lambda x: None)
 
     @field_validator("gpu")
     @classmethod
-    def _known_gpu(cls, v: str) -> str:
-        get_gpu(v)
-        return v.strip().lower()
+    def _known_gpu(cls, v):
+        vals = [x.strip().lower() for x in (v if isinstance(v, list) else [v])]
+        _sweep_values(vals, "gpu", get_gpu)
+        return vals if isinstance(v, list) else vals[0]
+
+    @property
+    def swept(self) -> bool:
+        """Whether any field is a list (a cluster sweep, even of one value)."""
+        return any(isinstance(getattr(self, k), list) for k in ("nodes", "gpus_per_node", "gpu"))
+
+    def swept_fields(self) -> list[str]:
+        """The fields given as lists of more than one value (the ones cell labels name)."""
+        return [k for k in ("nodes", "gpus_per_node", "gpu")
+                if isinstance(getattr(self, k), list) and len(getattr(self, k)) > 1]
+
+    def clusters(self) -> list[ClusterConfig]:
+        """Every cluster of the sweep, each with scalar fields, in product order (``nodes``
+        outermost); ``[self]`` when nothing is swept."""
+        if not self.swept:
+            return [self]
+
+        def vals(k):
+            v = getattr(self, k)
+            return v if isinstance(v, list) else [v]
+
+        return [ClusterConfig.model_construct(nodes=n, gpus_per_node=g, gpu=k)
+                for n, g, k in itertools.product(vals("nodes"), vals("gpus_per_node"), vals("gpu"))]
 
     @property
     def n_gpus(self) -> int:
-        """GPUs in the cluster."""
+        """GPUs in the cluster.
+
+        Raises:
+            ValueError: a swept cluster (each of its :meth:`clusters` has its own count).
+        """
+        if self.swept:
+            raise ValueError("cluster.n_gpus of a swept cluster: take it of one of cluster.clusters()")
         return self.nodes * self.gpus_per_node
 
     def price_per_gpu_hour(self) -> float | None:
         """USD per GPU-hour: ``usd_per_gpu_hour`` when given, else the catalog's on-demand list
         price of the GPU (:attr:`muxsim.catalog.GPUSpec.usd_per_gpu_hour`, with its source and
-        date); None when neither is known (e.g. ``cpu-core``)."""
+        date); None when neither is known (e.g. ``cpu-core``).
+
+        Raises:
+            ValueError: a swept GPU kind without ``usd_per_gpu_hour`` (each of its
+                :meth:`clusters` has its own price).
+        """
         if self.usd_per_gpu_hour is not None:
             return float(self.usd_per_gpu_hour)
+        if isinstance(self.gpu, list):
+            raise ValueError("cluster.price_per_gpu_hour of a swept GPU kind: take it of one of cluster.clusters()")
         return get_gpu(self.gpu).usd_per_gpu_hour
 
 

@@ -10,11 +10,38 @@ from muxsim.workload import popularity_rates
 from .cells import Cell, replay_cell
 from .traces import trace_cells
 
-__all__ = ["sweep_cells"]
+__all__ = ["sweep_cells", "workload_cells"]
 
 
 def sweep_cells(cfg) -> list[Cell]:
-    """The sweep of ``cfg`` (an :class:`~muxsim.config.ExperimentConfig`): one cell per
+    """The sweep of ``cfg``: :func:`workload_cells`, times every cluster of a cluster sweep
+    (``cluster.nodes`` / ``gpus_per_node`` / ``gpu`` lists; clusters outermost, in
+    :meth:`~muxsim.config.ClusterConfig.clusters` order). A swept cell carries ``nodes``,
+    ``gpus_per_node``, ``gpu`` and ``n_gpus`` as params and its cluster as ``Cell.cluster``;
+    its label is the workload cell's (left out when there is only one workload cell), then the
+    cluster fields that take more than one value, e.g. ``alpha=0.9,nodes=2``.
+
+    Raises:
+        ConfigError: as :func:`workload_cells`.
+    """
+    c = cfg.cluster
+    if not c.swept:
+        return workload_cells(cfg)
+    base = workload_cells(cfg)
+    named = c.swept_fields()
+    cells = []
+    for cl in c.clusters():
+        for cell in base:
+            label = ([cell.label] if len(base) > 1 and cell.label else []) + [f"{k}={getattr(cl, k)}" for k in named]
+            params = {**cell.params, "nodes": cl.nodes, "gpus_per_node": cl.gpus_per_node, "gpu": cl.gpu,
+                      "n_gpus": cl.nodes * cl.gpus_per_node}
+            cells.append(cell.model_copy(update={"label": ",".join(label) or cell.label, "params": params,
+                                                 "cluster": (cl.nodes, cl.gpus_per_node, cl.gpu)}))
+    return cells
+
+
+def workload_cells(cfg) -> list[Cell]:
+    """The workload sweep of ``cfg`` (an :class:`~muxsim.config.ExperimentConfig`): one cell per
     (alpha, max_rate, rate_scale) combination, each with per-LLM rates; or one per rate set,
     labelled with its label, with param ``avg_rate`` (mean of its rates, req/s) for plotting;
     or one per ``workload.trace`` alpha (:func:`muxsim.config.traces.trace_cells`); or the

@@ -6,7 +6,8 @@ engine on the same plan.
 Modules: :mod:`.workloads` (each cell's workload), :mod:`.placements` (each cell's placements),
 :mod:`.plan` (the plan), :mod:`.simulation` (one strategy of one cell), :mod:`.tasks` (worker
 processes), :mod:`.run` (the whole experiment), :mod:`.results` (gathering and writing),
-:mod:`.validation` (simulated vs live).
+:mod:`.sizing` (``muxsim size``: searches over rates and clusters), :mod:`.validation`
+(simulated vs live).
 """
 
 from .placements import (
@@ -28,7 +29,7 @@ from .results import (
     placement_facts,
     save_workloads,
 )
-from .run import run_experiment
+from .run import infeasible_runs, run_experiment
 from .simulation import CellRun, CellTask, run_cell, run_spec, simulate_cell
 from .workloads import (
     cell_seed,
@@ -42,7 +43,7 @@ from .workloads import (
 
 __all__ = [
     "CellPlan", "CellRun", "CellTask", "ExperimentResults", "PlacementCheck", "PlacementTask",
-    "cell_seed", "cell_workload", "check_placement", "experiment_results", "experiment_summary",
+    "cell_seed", "cell_workload", "check_placement", "infeasible_runs", "experiment_results", "experiment_summary",
     "latency_models", "lengths_sampler", "placement_context", "placement_facts",
     "placement_for", "placement_kinds", "plan_experiment", "preflight", "request_counts",
     "run_cell", "run_experiment", "run_spec", "save_workloads", "seq_tokens", "simulate_cell",

@@ -70,16 +70,17 @@ def machine_memory_bytes() -> float:
 def _cell_sizes(cfg: ExperimentConfig) -> tuple[float, float, float]:
     """(arrivals drawn, requests kept, mean output tokens) over every cell, without drawing."""
     w = cfg.workload
+    clusters = len(cfg.cluster.clusters())  # a cluster sweep serves each workload once per cluster
     if w.file is not None:
         import pyarrow.parquet as pq
 
-        n = float(pq.ParquetFile(w.file).metadata.num_rows)
+        n = float(pq.ParquetFile(w.file).metadata.num_rows) * clusters
         return n, n, 1024.0  # lengths unknown without reading them: a long-output bound
     if w.trace is not None:
         # trace cells are synthesized from a file already in memory: count them
         from muxsim.config import trace_workload
 
-        n = sum(float(len(trace_workload(cfg, k))) for k in range(len(cfg.cells())))
+        n = sum(float(len(trace_workload(cfg, k))) for k in range(len(w.trace.alphas()))) * clusters
         return n, n, 1024.0
     from .workloads import lengths_sampler
 

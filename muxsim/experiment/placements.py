@@ -38,7 +38,8 @@ def placement_context(cfg: ExperimentConfig, cell: Cell, latency=None, kv_fracti
     """The placement search's view of a cell (:class:`muxsim.core.placement.PlacementContext`):
     its LLMs and rates, the GPU, the latency model with job overheads, the workload's lengths
     and the scheduler's memory and batching limits; ``kv_fraction`` caps each GPU's KV cache
-    (the spatial baseline's)."""
+    (the spatial baseline's). The cell's own cluster (a cluster sweep's) sets the GPU."""
+    cfg = cfg.for_cell(cell)
     mean_prompt, mean_output = workload_means(cfg)
     demands = [LLMDemand(n, get_model(m), r)
                for n, m, r in zip(cfg.llm_names(), cfg.llm_models(), cell.rates)]
@@ -60,6 +61,7 @@ def placement_for(cfg: ExperimentConfig, cell: Cell, kind: str, latency=None) ->
     Raises:
         muxsim.core.placement.PlacementError: nothing feasible.
     """
+    cfg = cfg.for_cell(cell)
     c = cfg.cluster
     if kind == "spatial":
         ctx = placement_context(cfg, cell, latency, kv_fraction=cfg.scheduler.spatial_kv_fraction)
@@ -101,6 +103,7 @@ def simulated_placement(cfg: ExperimentConfig, cell: Cell, workload: pd.DataFram
     from muxsim.core.placement import muxserve_placements
     from muxsim.sim.search import MeshEvaluator, SearchSettings, simulated_search
 
+    cfg = cfg.for_cell(cell)
     pc, c = cfg.placement, cfg.cluster
     ctx = placement_context(cfg, cell, latency)
     if pc.meshes is not None:
@@ -130,23 +133,57 @@ def simulated_placement(cfg: ExperimentConfig, cell: Cell, workload: pd.DataFram
     return out
 
 
-def preflight(cfg: ExperimentConfig) -> None:
-    """Cheap checks that every cell can be placed, run before any long search or simulation.
+def preflight(cfg: ExperimentConfig) -> dict[tuple[int, str], str]:
+    """Cheap checks of every cell's placements, run before any long search or simulation: that
+    each LLM fits on some mesh of the cell's cluster, that spatial partitioning fits it, that
+    the explicit placement is feasible on it.
+
+    Returns:
+        (cell index in ``cfg.cells()``, placement kind) -> the one-line reason that kind
+        cannot be placed on that cell, for the kinds these checks refuse; the run goes on
+        without them (:mod:`muxsim.experiment.plan`).
 
     Raises:
-        muxsim.core.placement.PlacementError: an LLM fits on no mesh, spatial partitioning
-            needs more GPUs than the cluster has, or the explicit placement is infeasible.
+        muxsim.core.placement.PlacementError: these checks refuse every strategy of every
+            cell (the first refusal's message).
         muxsim.experiment.guards.SizeError: the run is larger than ``cfg.limits`` allow.
     """
+    from muxsim.core.placement import PlacementError
+
     from .guards import check_size
 
     check_size(cfg)
-    c = cfg.cluster
     kinds = placement_kinds(cfg)
-    for cell in cfg.cells():
-        ctx = placement_context(cfg, cell)
-        check_fits_somewhere(ctx, c.gpus_per_node)
-        if "spatial" in kinds:
-            placement_for(cfg, cell, "spatial")
-        if cfg.placement.meshes is not None:
-            explicit_placement(ctx, cfg.placement.meshes, c.nodes, c.gpus_per_node)
+    refused: dict[tuple[int, str], str] = {}
+    possible = False
+    first = None
+    for k, cell in enumerate(cfg.cells()):
+        cc = cfg.for_cell(cell)
+        c = cc.cluster
+        ctx = placement_context(cc, cell)
+        try:
+            check_fits_somewhere(ctx, c.gpus_per_node)
+            why = {}
+            if "spatial" in kinds:
+                try:
+                    placement_for(cc, cell, "spatial")
+                except PlacementError as e:
+                    why["spatial"] = str(e)
+            if cfg.placement.meshes is not None:
+                try:
+                    explicit_placement(ctx, cfg.placement.meshes, c.nodes, c.gpus_per_node)
+                except PlacementError as e:
+                    why.update({kind: str(e) for kind in kinds if kind != "spatial"})
+        except PlacementError as e:
+            why = {kind: str(e) for kind in kinds}
+        req = cfg.workload.requests
+        if "muxserve" in why and req is not None and req.rule == "estimate":
+            why.update({kind: why["muxserve"] for kind in kinds})  # no workload without its estimate
+        if "muxserve" in why and "simulated" in kinds:
+            why["simulated"] = why["muxserve"]
+        refused.update({(k, kind): r for kind, r in why.items()})
+        first = first or next(iter(why.values()), None)
+        possible = possible or any(strategy_placement(cfg, s) not in why for s in cfg.strategies)
+    if not possible:
+        raise PlacementError(first)
+    return refused

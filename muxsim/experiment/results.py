@@ -36,10 +36,12 @@ from muxsim.workload import save_workload
 
 from .placements import placement_for, strategy_placement
 from .plan import CellPlan, plan_experiment
+from .run import infeasible_runs
 from .simulation import CellRun, simulate_cell
 
 __all__ = ["ExperimentResults", "PlacementCheck", "RequestStore", "check_placement", "experiment_results",
-           "experiment_summary", "itl_of", "placement_facts", "request_store", "save_workloads", "summarize_runs"]
+           "experiment_summary", "itl_of", "placement_facts", "request_store", "save_workloads", "summarize_runs",
+           "with_infeasible_rows"]
 
 #: The columns a run's request table is summarised by; every run is one group of them.
 _GROUP = ("cell", "strategy")
@@ -321,11 +323,14 @@ class ExperimentResults:
             without their request tables, which are in ``store``).
         store: every run's request table (:meth:`read_requests` joins them in memory).
         n_requests: simulated requests, over every cell and strategy.
-        summary: :func:`experiment_summary` plus a ``latency_source`` column.
+        summary: :func:`experiment_summary` plus a ``latency_source`` column; when some
+            strategy could not be placed on some cell, also its rows and the ``status`` /
+            ``reason`` columns (:func:`with_infeasible_rows`).
         ratios: each strategy against MuxServe on total throughput, throughput and goodput
             (:func:`muxsim.metrics.ratios`), or None without MuxServe or another strategy.
         facts: the run facts ``run.json`` holds besides seed, version and files (all
-            deterministic: no wall times).
+            deterministic: no wall times); ``infeasible`` ("<cell> | <strategy>" -> reason)
+            when some strategy could not be placed.
         roofline, fitted_scaled: models whose latency came from the roofline model (not
             calibrated) or from a fitted curve scaled to an unprofiled mesh size.
     """
@@ -439,15 +444,25 @@ def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
     summary = experiment_summary(cfg, plans, runs, store.summary())
     summary["latency_source"] = store.latency_source(summary)
     ratios = None
-    if "muxserve" in cfg.strategies and len(cfg.strategies) > 1:
+    if ("muxserve" in cfg.strategies and len(cfg.strategies) > 1
+            and (summary["strategy"] == "muxserve").any()):
         ratios = pd.concat([metrics.ratios(summary, reference="muxserve", on=m)
                             for m in ("total_throughput_rps", "throughput_rps", "goodput_rps")],
                            ignore_index=True)
-    roofline = sorted({m for r in runs for m, s in r.latency_sources.items() if s == "roofline"})
-    scaled = sorted({m for r in runs for m, s in r.latency_sources.items() if s == "fitted-scaled"})
+    refused = infeasible_runs(cfg, plans)
+    if refused:
+        summary = with_infeasible_rows(cfg, plans, summary, refused)
+    if len({c.gpu for c in cfg.cluster.clusters()}) > 1:
+        # a GPU sweep: a model's latency source depends on the GPU, so name both
+        gpu_of = {p.cell.label: cfg.for_cell(p.cell).cluster.gpu for p in plans}
+        sources = [{f"{m} on {gpu_of[r.cell]}": s for m, s in r.latency_sources.items()} for r in runs]
+    else:
+        sources = [r.latency_sources for r in runs]
+    roofline = sorted({m for src in sources for m, s in src.items() if s == "roofline"})
+    scaled = sorted({m for src in sources for m, s in src.items() if s == "fitted-scaled"})
     models = [get_model(m) for m in dict.fromkeys(cfg.llm_models())]
     facts = {
-        "latency_model": {m: s for r in runs for m, s in r.latency_sources.items()},
+        "latency_model": {m: s for src in sources for m, s in src.items()},
         "roofline_models": roofline,
         "fitted_scaled_models": scaled,
         "job_overhead": cfg.overhead.model().as_dict(models),
@@ -455,13 +470,56 @@ def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
         "placements": {f"{r.cell} | {r.strategy}": placement_facts(r.placement) for r in runs},
         "request_counts": {p.cell.label: dict(zip(cfg.llm_names(), p.counts))
                            for p in plans if p.counts is not None},
-        "workloads": {p.cell.label: f"workload_{p.index}.parquet" for p in plans},
+        "workloads": {p.cell.label: f"workload_{p.index}.parquet" for p in plans if p.workload is not None},
     }
     if cfg.timeline is not None:
         facts["timeline"] = {"window_s": list(cfg.timeline.window_s), "job_log": "jobs.parquet",
                              "perfetto_trace": "timeline.json",
                              "runs": [f"{r.cell} | {r.strategy}" for r in runs if r.jobs is not None]}
+    if refused:
+        facts["infeasible"] = {f"{p.cell.label} | {s}": why for p, s, why in refused}
     return ExperimentResults(cfg, plans, runs, store, store.n_requests, summary, ratios, facts, roofline, scaled)
+
+
+def with_infeasible_rows(cfg: ExperimentConfig, plans: list[CellPlan], summary: pd.DataFrame,
+                         refused: list[tuple[CellPlan, str, str]]) -> pd.DataFrame:
+    """``summary`` with rows for the (cell, strategy) pairs that could not be placed, each in
+    its cell and strategy place, and two columns added last: ``status`` (``"ok"`` or
+    ``"infeasible"``) and ``reason`` (the one-line PlacementError; ``""`` on ok rows).
+
+    Infeasible rows (one per LLM and the overall ``"all"`` row, as a simulated pair has) carry
+    the cell's sweep parameters, its offered rate (``offered_rate_rps``, req/s) and the SLO settings;
+    request counts are 0 and every metric NaN (there are no requests).
+    """
+    models = dict(zip(cfg.llm_names(), cfg.llm_models()))
+    rows = []
+    for p, s, why in refused:
+        rates = dict(zip(cfg.llm_names(), p.cell.rates))
+        for llm in [*cfg.llm_names(), metrics.ALL_LLMS]:
+            rows.append({"cell": p.cell.label, "strategy": s, "llm": llm,
+                         "model": models.get(llm, metrics.ALL_LLMS), **p.cell.params,
+                         "goodput_scale": float(cfg.slo.goodput_scale), "slo_base": cfg.slo.base,
+                         "offered_rate_rps": rates[llm] if llm in rates else float(sum(p.cell.rates)),
+                         "n_requests": 0, "n_finished": 0, "n_unfinished": 0, "preemptions": 0,
+                         "status": "infeasible", "reason": why})
+    bad = pd.DataFrame(rows)
+    out = summary.assign(status="ok", reason="")
+    cols = list(out.columns)
+    bad = bad.reindex(columns=cols)
+    for c in cols:
+        # ints stay ints (counts are 0), the rest takes NaN / None where an infeasible row has no value
+        if pd.api.types.is_integer_dtype(out[c]) and not bad[c].isna().any():
+            bad[c] = bad[c].astype(out[c].dtype)
+        elif pd.api.types.is_float_dtype(out[c]):
+            bad[c] = pd.to_numeric(bad[c], errors="coerce").astype(out[c].dtype)
+        else:
+            bad[c] = bad[c].astype(object)
+    joined = pd.concat([out.astype({c: object for c in cols if out[c].dtype == object}), bad], ignore_index=True)
+    cell_at = {p.cell.label: p.index for p in plans}
+    strategy_at = {s: k for k, s in enumerate(cfg.strategies)}
+    order = sorted(range(len(joined)), key=lambda i: (cell_at[joined["cell"].iat[i]],
+                                                      strategy_at[joined["strategy"].iat[i]]))
+    return joined.iloc[order].reset_index(drop=True)
 
 
 def experiment_summary(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[CellRun],
@@ -477,10 +535,11 @@ def experiment_summary(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
                           for r in runs for n in cfg.llm_names()],
                          columns=["cell", "strategy", "llm", "offered_rate_rps", "estimated_throughput_rps"])
     out = metrics.add_serving_columns(summary, facts, len(cfg.llm_names()), cfg.slo.base)
-    # one cluster for the whole experiment; a sweep over clusters would look up each cell's
-    price = cfg.cluster.price_per_gpu_hour()
-    costs = pd.DataFrame([(r.cell, r.strategy, sum(m.gpus for m in r.placement.meshes), cfg.cluster.n_gpus,
-                           float("nan") if price is None else price) for r in runs],
+    # each cell's own cluster (a cluster sweep gives every cell its own size and GPU kind)
+    cluster = {p.cell.label: cfg.for_cell(p.cell).cluster for p in plans}
+    price = {k: c.price_per_gpu_hour() for k, c in cluster.items()}
+    costs = pd.DataFrame([(r.cell, r.strategy, sum(m.gpus for m in r.placement.meshes), cluster[r.cell].n_gpus,
+                           float("nan") if price[r.cell] is None else price[r.cell]) for r in runs],
                          columns=["cell", "strategy", "gpus", "cluster_gpus", "usd_per_gpu_hour"])
     return metrics.add_cost_columns(out, costs)
 
@@ -500,8 +559,10 @@ def placement_facts(p: Placement) -> dict:
 
 def save_workloads(plans: list[CellPlan], folder: Path) -> list[Path]:
     """Write each planned cell's workload as ``workload_<cell index>.parquet`` (replay it with
-    ``workload.file``)."""
-    return [save_workload(p.workload, Path(folder) / f"workload_{p.index}.parquet") for p in plans]
+    ``workload.file``); a cell whose workload could not be drawn (:attr:`CellPlan.workload`
+    None) has none."""
+    return [save_workload(p.workload, Path(folder) / f"workload_{p.index}.parquet") for p in plans
+            if p.workload is not None]
 
 
 @dataclass(frozen=True)
@@ -532,7 +593,7 @@ def check_placement(cfg: ExperimentConfig, cell: Cell, strategy: str, simulate: 
     kind = strategy_placement(cfg, strategy)
     served: dict = {}
     if simulate or kind == "simulated":
-        (plan,) = plan_experiment(cfg.model_copy(update={"strategies": [strategy]}), cells=[cell])
+        (plan,) = plan_experiment(cfg.model_copy(update={"strategies": [strategy]}), cells=[cell], strict=True)
         p = plan.placements[kind]
         if simulate:
             res = simulate_cell(cfg, cell, strategy, p, plan.workload)

@@ -86,6 +86,7 @@ def simulate_cell(cfg: ExperimentConfig, cell: Cell, strategy: str, placement: P
         overheads: add the config's job-overhead model to every job.
         speed, timeline: as :func:`muxsim.sim.driver.simulate`'s.
     """
+    cfg = cfg.for_cell(cell)
     run_latency, base = latency_models(cfg, latency)
     return simulate(run_spec(cfg, cell, strategy, placement, workload, run_latency if overheads else base,
                              slo_latency if slo_latency is not None else base), speed=speed,
@@ -96,7 +97,9 @@ def run_spec(cfg: ExperimentConfig, cell: Cell, strategy: str, placement: Placem
              latency, slo_latency=None) -> RunSpec:
     """The :class:`~muxsim.core.replay.RunSpec` of one strategy of one cell: the config's LLMs,
     GPU, scheduler knobs, drain limit and SLO base, the cell's rates, jobs on ``latency`` and
-    SLO bases on ``slo_latency`` (None: ``latency``)."""
+    SLO bases on ``slo_latency`` (None: ``latency``). The cell's own cluster (a cluster
+    sweep's) sets the GPU."""
+    cfg = cfg.for_cell(cell)
     return RunSpec(placement, strategy, workload, cfg.llm_names(), [get_model(m) for m in cfg.llm_models()],
                    cell.rates, get_gpu(cfg.cluster.gpu), latency, cfg.scheduler, seq_tokens(cfg),
                    cfg.workload.drain_limit_s, slo_latency=slo_latency, slo_base=cfg.slo.base)

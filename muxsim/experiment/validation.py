@@ -226,7 +226,7 @@ def validate_experiment(cfg: ExperimentConfig, out_dir: Path, recalibrate: bool 
     with engine_factory(cfg.live.engine)() as engine:
         say(f"loading {len(names)} LLM(s) on the {cfg.live.engine} engine")
         load_models(engine, names, models, parts, cfg.seed, ckpt)
-        plans = plan_experiment(cfg, latency=latency)
+        plans = plan_experiment(cfg, latency=latency, strict=True)
         n_runs, k = len(plans) * len(cfg.strategies), 0
         for plan in plans:
             cell, wl = plan.cell, plan.workload

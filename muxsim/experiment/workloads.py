@@ -87,12 +87,14 @@ def cell_workload(cfg: ExperimentConfig, cell: Cell, cell_index: int,
                   counts: list[int] | None = None) -> pd.DataFrame:
     """Draw the cell's workload (see :func:`muxsim.workload.generate_workload`) with the given
     per-LLM ``counts`` (each LLM's first ``counts[i]`` arrivals), read the replayed file, or
-    synthesize it from the trace (:func:`muxsim.config.trace_workload`, by ``cell_index``)."""
+    synthesize it from the trace (:func:`muxsim.config.trace_workload`, by ``cell_index``, its index
+    in ``cfg.cells()``)."""
     w = cfg.workload
     if w.file is not None:
         return load_workload(w.file, allow_empty=False)
     if w.trace is not None:
-        return trace_workload(cfg, cell_index)
+        # a cluster sweep repeats the trace's cells once per cluster (clusters outermost)
+        return trace_workload(cfg, cell_index % len(w.trace.alphas()))
     caps = counts
     if w.max_requests_per_llm is not None:
         caps = [min(c, w.max_requests_per_llm) for c in caps] if caps is not None else \
