@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -37,6 +38,12 @@ CONFIGS = {
     "rate_sets": {**_BASE, "name": "schema_sets", "strategies": ["muxserve"],
                   "workload": {"duration_s": 3, "lengths": {"kind": "fixed", "prompt": 64, "output": 16},
                                "rate_sets": [{"label": "low", "rates": [1, 0.5, 0.5]}]}},
+    # a cluster sweep (nodes, gpus_per_node, gpu, n_gpus as parameters) on which spatial
+    # partitioning cannot place the three LLMs on 2 GPUs: an infeasible row
+    "clusters": {**_BASE, "name": "schema_clusters",
+                 "cluster": {"nodes": 1, "gpus_per_node": [2, 4], "gpu": ["a100-80gb", "h100-80gb"]},
+                 "workload": {"duration_s": 3, "lengths": {"kind": "fixed", "prompt": 64, "output": 16},
+                              "popularity": {"alpha": 0.9, "max_rate": 2}}},
     # no sweep parameter at all
     "fixed": {**_BASE, "name": "schema_fixed", "strategies": ["spatial"],
               "llms": [{"model": "llama-7b", "count": 2, "rate": 1.0}],
@@ -72,9 +79,13 @@ def test_every_parquet_output_matches_its_schema(run):
 
 def test_the_sweep_parameters_are_what_the_configs_sweep(run):
     key, _, out = run
-    want = {"popularity": {"alpha", "rate_scale", "max_rate"}, "rate_sets": {"avg_rate"}, "fixed": set()}[key]
+    want = {"popularity": {"alpha", "rate_scale", "max_rate"}, "rate_sets": {"avg_rate"}, "fixed": set(),
+            "clusters": {"alpha", "rate_scale", "nodes", "gpus_per_node", "gpu", "n_gpus"}}[key]
     for name in ("requests.parquet", "summary.parquet"):
         assert set(S.sweep_parameters()) & set(pq.read_schema(out / name).names) == want, name
+    status = set(pd.read_parquet(out / "summary.parquet", columns=["status"])["status"])
+    # every summary says whether each run could be placed; here spatial cannot on 2 GPUs
+    assert status == ({"ok", "infeasible"} if key == "clusters" else {"ok"})
 
 
 def test_schema_files_are_complete_and_shipped():
@@ -102,6 +113,6 @@ def test_the_check_reports_every_kind_of_difference():
     assert S.column_problems(pa.schema([("a", pa.int64())]), {"a": "int64", "z": "bool"}) == [
         "missing column 'z' (bool)"]
     with pytest.raises(ValueError, match="not documented"):
-        S.load_schema("summary").expected([8], 8, ["nodes"])
+        S.load_schema("summary").expected([8], 8, ["replicas"])
     with pytest.raises(ValueError, match="unknown output schema"):
         S.load_schema("ratios")

@@ -450,8 +450,8 @@ def experiment_results(cfg: ExperimentConfig, plans: list[CellPlan], runs: list[
                             for m in ("total_throughput_rps", "throughput_rps", "goodput_rps")],
                            ignore_index=True)
     refused = infeasible_runs(cfg, plans)
-    if refused:
-        summary = with_infeasible_rows(cfg, plans, summary, refused)
+    # status and reason on every summary, so that its columns do not depend on the outcome
+    summary = with_infeasible_rows(cfg, plans, summary, refused)
     if len({c.gpu for c in cfg.cluster.clusters()}) > 1:
         # a GPU sweep: a model's latency source depends on the GPU, so name both
         gpu_of = {p.cell.label: cfg.for_cell(p.cell).cluster.gpu for p in plans}
@@ -502,8 +502,10 @@ def with_infeasible_rows(cfg: ExperimentConfig, plans: list[CellPlan], summary: 
                          "offered_rate_rps": rates[llm] if llm in rates else float(sum(p.cell.rates)),
                          "n_requests": 0, "n_finished": 0, "n_unfinished": 0, "preemptions": 0,
                          "status": "infeasible", "reason": why})
-    bad = pd.DataFrame(rows)
     out = summary.assign(status="ok", reason="")
+    if not rows:
+        return out
+    bad = pd.DataFrame(rows)
     cols = list(out.columns)
     bad = bad.reindex(columns=cols)
     for c in cols:
