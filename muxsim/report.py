@@ -36,6 +36,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from muxsim.files import atomic_file  # noqa: E402
+from muxsim.html_report import render_report  # noqa: E402
 from muxsim.metrics import (  # noqa: E402
     ALL_LLMS,
     attainment_column,
@@ -67,6 +68,7 @@ OUTPUT_FILES: tuple[str, ...] = (
     "slo_attainment.png",
     "slo_attainment_sweep.png",
     "llm_throughput.png",
+    "report.html",
     "run.json",
 )
 
@@ -234,9 +236,10 @@ _DODGE = 0.012
 _OFFERED = {"color": "black", "linestyle": ":", "marker": "x", "linewidth": 1.2, "markersize": 6}
 
 
-def natural_key(name: object) -> list:
-    """Sort key putting ``llm-2`` before ``llm-10`` (the popularity order of generated names)."""
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(name))]
+def natural_key(name: object) -> tuple:
+    """Sort key putting ``llm-2`` before ``llm-10`` (the popularity order of generated names);
+    any two names compare (number pieces before text pieces)."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", str(name)))
 
 
 def _strategy_order(rows: pd.DataFrame, strategies: Sequence[str] | None) -> list[str]:
@@ -762,9 +765,13 @@ def write_outputs(
     ``summary.parquet`` and ``summary.csv``, ``ratios.csv``, ``config.resolved.yaml``
     (``resolved_config`` through :func:`yaml.safe_dump`, keys sorted), ``throughput.png``
     (:func:`plot_throughput` against ``plot_x``), ``slo_attainment.png``,
-    ``slo_attainment_sweep.png`` (:func:`plot_attainment_sweep` against ``plot_x``) and ``run.json``
-    (``seed``, ``version``, the sorted names of the other files and the entries of ``extra``;
-    deliberately no timestamp, so that the same config and seed reproduce every byte). Each file
+    ``slo_attainment_sweep.png`` (:func:`plot_attainment_sweep` against ``plot_x``),
+    ``llm_throughput.png`` (:func:`plot_llm_throughput`), ``report.html`` (every table, plot and
+    fact above in one self-contained page: :func:`muxsim.html_report.render_report`) and
+    ``run.json`` (``seed``, ``version``, the sorted names of the other files and the entries of
+    ``extra``; deliberately no timestamp, so that the same config and seed reproduce every
+    byte). Plot titles name the experiment (``resolved_config["name"]``) and legends follow
+    its ``strategies`` order. Each file
     is written to a temporary name and moved into place; the caller renames the directory into
     place.
 
@@ -845,6 +852,12 @@ def write_outputs(
             plot_attainment_sweep(summary, path, x=plot_x, experiment=experiment, strategies=strategies)
         elif name == "llm_throughput.png":
             plot_llm_throughput(summary, path, experiment=experiment, strategies=strategies)
+        elif name == "report.html":
+            # after the plots: the page holds their bytes
+            pngs = {n: (out / n).read_bytes() for n in OUTPUT_FILES if n.endswith(".png")}
+            page = render_report(summary, ratios, resolved_config, config_text, int(seed), str(version), pngs,
+                                 extra, files=[f for f in OUTPUT_FILES if f != "report.html"])
+            _atomic_write(path, text(page))
         else:
             _atomic_write(path, writers[name])
         written.append(path)
