@@ -109,7 +109,7 @@ def _fmt(column: str, v: object) -> _Cell:
     if _is_missing(v):
         return _Cell("n/a", "num muted")
     if column in _TEXT or isinstance(v, str) or not isinstance(v, (int, float)):
-        return _Cell(str(v), "text")
+        return _text(str(v))
     if isinstance(v, bool):
         return _Cell(str(v), "text")
     if column.startswith("slo_attainment") or column.endswith("_fraction"):
@@ -119,6 +119,15 @@ def _fmt(column: str, v: object) -> _Cell:
     if isinstance(v, int):
         return _Cell(f"{v:,}")
     return _Cell(_fmt_number(float(v)), title=repr(v))
+
+
+def _text(text: str, extra: str = "") -> _Cell:
+    # short texts (names, sources) stay on one line; long ones (reasons, lists) wrap
+    return _Cell(text, " ".join(c for c in ("text", "nowrap" if len(text) <= 32 else "", extra) if c))
+
+
+def _roofline_text(source: str) -> str:
+    return f"{source} (not calibrated)" if source == "roofline" else f"{source} (roofline: not calibrated)"
 
 
 def _flags(rec: Mapping, has_status: bool) -> str:
@@ -147,10 +156,10 @@ def _table(df: pd.DataFrame, columns: Sequence[str], has_status: bool = False,
         cells = [_fmt(c, rec[c]) for c in cols]
         if "latency_source" in cols and "roofline" in str(rec.get("latency_source", "")):
             j = cols.index("latency_source")
-            cells[j] = _Cell(f"{rec['latency_source']} (roofline: not calibrated)", "text")
+            cells[j] = _text(_roofline_text(str(rec["latency_source"])))
         if has_status and "status" in cols and _not_run(rec.get("status")):
             j = cols.index("status")
-            cells[j] = _Cell(str(rec["status"]), "text bad")
+            cells[j] = _text(str(rec["status"]), "bad")
         cls = _flags(rec, has_status)
         if section_col and (i + 1 == len(recs) or recs[i + 1][section_col] != rec[section_col]):
             cls = (cls + " section-end").strip()
@@ -206,7 +215,9 @@ def _per_llm(summary: pd.DataFrame, cols: list[str], has_status: bool) -> list[d
     rows = summary[summary["llm"] != _ALL]
     if rows.empty:
         return []
-    cols = ["llm", "model"] + [c for c in cols if c not in ("cell", "strategy")]
+    # overall-only figures (e.g. total_throughput_rps) are empty on per-LLM rows
+    cols = ["llm", "model"] + [c for c in cols if c not in ("cell", "strategy") and c in rows.columns
+                               and rows[c].notna().any()]
     out = []
     for (cell, strategy), g in rows.groupby(["cell", "strategy"], sort=False):
         g = _popularity_sorted(g)
@@ -275,7 +286,8 @@ def _placements(facts: Mapping, llm_models: Mapping[str, str]) -> list[dict]:
         for k in ("score", "layouts_searched", "candidates_simulated"):
             if k in p:
                 bits.append(f"{k.replace('_', ' ')}: {p[k]}")
-        out.append({"title": f"{run}: {len(meshes)} meshes, {gpus} GPUs, estimate {_fmt_number(total)} req/s",
+        out.append({"title": f"{run}: {len(meshes)} mesh{'es' if len(meshes) != 1 else ''}, {gpus} GPUs, "
+                             f"estimate {_fmt_number(total)} req/s",
                     "facts": "; ".join(bits), "table": t})
     return out
 
@@ -295,7 +307,7 @@ def _latency(facts: Mapping, summary: pd.DataFrame) -> _Table | None:
         roof = "roofline" in src
         names = llms_of.get(model, [])
         t.rows.append(_Row([_Cell(str(model), "text"),
-                            _Cell(src + (" (not calibrated)" if roof else ""), "text"),
+                            _text(_roofline_text(src) if roof else src),
                             _Cell(", ".join(names) if len(names) <= 8 else f"{names[0]} ... {names[-1]} ({len(names)})",
                                   "text")], "roofline" if roof else ""))
     return t
@@ -332,7 +344,7 @@ def _facts(resolved_config: Mapping, seed: int, version: str, summary: pd.DataFr
             continue
         if isinstance(v, (str, int, float, bool)) or (isinstance(v, list) and all(
                 isinstance(x, (str, int, float, bool)) for x in v)):
-            out.append((k.replace("_", " "), ", ".join(map(str, v)) if isinstance(v, list) else str(v)))
+            out.append((k.replace("_", " "), (", ".join(map(str, v)) or "none") if isinstance(v, list) else str(v)))
     return out
 
 
