@@ -195,3 +195,16 @@ def test_trace_plot_last_partial_bin(last, drawn_end):
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def test_trace_plot_legend_in_popularity_order():
+    names = ["llm-10", "llm-2", "llm-0", "llm-1"]
+    df = pd.DataFrame({"llm": names * 50, "arrival_s": np.arange(200) * 0.25})
+    fig = _plot_rates(rate_over_time(df, 5.0), 5.0, "t.csv")
+    try:
+        labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+        assert labels == ["llm-0", "llm-1", "llm-2", "llm-10"]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

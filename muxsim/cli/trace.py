@@ -330,6 +330,7 @@ def _plot_rates(rates, bin_s: float, title: str):
         top.set_ylim(bottom=0)
         top.set_title(f"{title}: request rate in {bin_s:g} s bins{note}")
         sns.lineplot(data=per_llm, x="t", y="rate_rps", hue="llm", ax=bottom, drawstyle="steps-post",
+                     hue_order=sorted(per_llm["llm"].unique(), key=_natural_key),  # popularity order
                      estimator=None, errorbar=None, linewidth=1.0,
                      palette=sns.color_palette("husl" if n > 10 else "tab10", n))
         bottom.set_ylabel("per LLM (req/s)")
