@@ -564,8 +564,8 @@ def _plot_bars(rows: pd.DataFrame, path: str | os.PathLike, ys: list[str], ylabe
                         bar.set_alpha(0.55)
             if offered_col and metric in offered_on:
                 o = rows.groupby(rows["cell"].astype(str), sort=False)[offered_col].mean().reindex(cells)
-                ax.scatter(pos, o.to_numpy(dtype=float), marker="_", s=(width * len(order) * 60) ** 2 / 4,
-                           color="black", linewidths=1.6, zorder=3)
+                # a black bar across each cell's group: the load every strategy of it was offered
+                ax.hlines(o.to_numpy(dtype=float), pos - 0.42, pos + 0.42, colors="black", linewidth=1.8, zorder=3)
             ax.set_ylabel(label)
             if percent:
                 _percent(ax)

@@ -18,7 +18,7 @@ PKG = Path(__file__).resolve().parents[1] / "muxsim"
 LAYERS = [
     ("_version", "catalog", "schema", "files", "procs"),
     ("perf", "workload", "core"),
-    ("sim", "live", "metrics"),
+    ("sim", "live", "metrics", "html_report"),
     ("config", "report"),
     ("experiment",),
     ("cli",),
