@@ -42,23 +42,27 @@ PLOT_CAPTIONS: dict[str, str] = {
 }
 
 _ALL = "all"
-#: Overview columns in the order shown, those the summary has (``{g}``: the goodput scale).
+#: Overview columns in the order shown, those the summary has (``{g}``: the goodput scale):
+#: keys and status, what was offered, estimated and served, SLO attainment, latency tails,
+#: cost, requests. Where a newer name exists its older twin is left out (``_TWINS``).
 _OVERVIEW = (
     "cell", "strategy", "status", "reason", "latency_source",
     "offered_rate_rps", "rate_rps", "estimated_throughput_rps", "total_throughput_rps",
-    "throughput_rps", "weighted_throughput_rps", "goodput_rps",
-    "request_throughput_rps", "output_throughput_tok_s", "total_token_throughput_tok_s",
-    "slo_attainment@{g}", "slo_attainment_alone@{g}", "slo_attainment_reference@{g}",
-    "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms",
-    "mean_itl_ms", "p99_itl_ms", "mean_e2el_ms", "p99_e2el_ms",
-    "ttft_p99_s", "tpot_p99_s", "latency_p99_s",
-    "usd_per_hour", "usd_per_million_output_tokens",
-    "n_requests", "n_finished", "preemptions",
+    "request_throughput_rps", "throughput_rps", "output_throughput_tok_s", "request_goodput_rps", "goodput_rps",
+    "slo_attainment@{g}", "slo_attainment_abs",
+    "p99_ttft_ms", "ttft_p99_s", "p99_tpot_ms", "tpot_p99_s", "p99_itl_ms", "p99_e2el_ms", "latency_p99_s",
+    "mean_ttft_ms", "mean_tpot_ms",
+    "gpus", "cost_usd_per_hour", "usd_per_hour", "usd_per_million_output_tokens",
+    "n_requests",
 )
+#: Older column -> the newer one that replaces it in the overview when both exist.
+_TWINS = {"rate_rps": "offered_rate_rps", "throughput_rps": "request_throughput_rps",
+          "goodput_rps": "request_goodput_rps", "ttft_p99_s": "p99_ttft_ms", "tpot_p99_s": "p99_tpot_ms",
+          "latency_p99_s": "p99_e2el_ms", "usd_per_hour": "cost_usd_per_hour"}
 #: Further columns shown in the overview when they exist, whatever their exact names: cost
-#: and token-throughput columns added later.
-_OVERVIEW_PATTERNS = (re.compile(r"(^|_)(usd|cost)(_|$)"), re.compile(r"tok_s$"), re.compile(r"^goodput_abs"))
-_MAX_OVERVIEW = 22
+#: columns added later.
+_OVERVIEW_PATTERNS = (re.compile(r"(^|_)(usd|cost)(_|$)"),)
+_MAX_OVERVIEW = 24
 #: Columns whose values are text even when they look like numbers.
 _TEXT = {"cell", "strategy", "llm", "model", "status", "reason", "latency_source", "slo_base"}
 
@@ -176,14 +180,14 @@ def _goodput_scale(summary: pd.DataFrame) -> float | None:
 
 def overview_columns(summary: pd.DataFrame) -> list[str]:
     """The columns of the report's overview table that ``summary`` has, in display order: keys,
-    status, latency source, rates and throughputs (req/s, tok/s), SLO attainment at the goodput
-    scale, latency tails, cost, counts; at most ``_MAX_OVERVIEW`` (the full set is in the
-    page's "all columns" table and in summary.csv)."""
+    status, latency source, offered / estimated / served rates (req/s, output tok/s), goodput,
+    SLO attainment at the goodput scale (and against absolute SLOs), p99 latencies, cost,
+    requests; a newer column replaces its older twin (``rate_rps`` -> ``offered_rate_rps``,
+    ...); at most ``_MAX_OVERVIEW`` (every column is in the page's "all columns" table and in
+    summary.csv)."""
     g = _goodput_scale(summary)
     wanted = [c.format(g=f"{g:g}") if "{g}" in c else c for c in _OVERVIEW if g is not None or "{g}" not in c]
-    if "offered_rate_rps" in summary.columns:
-        wanted.remove("rate_rps")  # the same figure under its new name
-    cols = [c for c in wanted if c in summary.columns]
+    cols = [c for c in wanted if c in summary.columns and _TWINS.get(c) not in summary.columns]
     extra = [c for c in summary.columns if c not in cols and any(p.search(str(c)) for p in _OVERVIEW_PATTERNS)]
     at = cols.index("n_requests") if "n_requests" in cols else len(cols)
     cols = cols[:at] + extra + cols[at:]

@@ -477,8 +477,9 @@ def _plot_overall(
     if usable:
         # Sweep parameters are numeric; text columns carried along (``latency_source``, which
         # differs between strategies whose meshes differ) are not facets.
+        # nor is the offered rate (it follows the swept rate), under either of its names
         others = [c for c in sweep_columns(rows) if c != x and rows[c].nunique(dropna=False) > 1
-                  and pd.api.types.is_numeric_dtype(rows[c])]
+                  and pd.api.types.is_numeric_dtype(rows[c]) and c not in ("rate_rps", "offered_rate_rps")]
         if others:
             facet = "_facet"
             rows[facet] = [
