@@ -326,7 +326,7 @@ def _facts(resolved_config: Mapping, seed: int, version: str, summary: pd.DataFr
         out.append(("command", str(facts["command"])))
     cluster = cfg.get("cluster")
     if isinstance(cluster, Mapping):
-        out.append(("cluster", ", ".join(f"{k}: {cluster[k]}" for k in sorted(cluster))))
+        out.append(("cluster", ", ".join(f"{k}: {cluster[k]}" for k in sorted(cluster) if cluster[k] is not None)))
     llms = cfg.get("llms")
     if isinstance(llms, list):
         out.append(("LLMs", ", ".join(f"{d.get('count', 1)} x {d.get('model')}" if isinstance(d, Mapping) else str(d)
@@ -341,7 +341,7 @@ def _facts(resolved_config: Mapping, seed: int, version: str, summary: pd.DataFr
         out.append(("simulated requests", f"{int(overall['n_requests'].sum()):,}"))
     slo = cfg.get("slo")
     if isinstance(slo, Mapping):
-        out.append(("SLO", ", ".join(f"{k}: {slo[k]}" for k in sorted(slo))))
+        out.append(("SLO", ", ".join(f"{k}: {slo[k]}" for k in sorted(slo) if slo[k] is not None)))
     for k in sorted(facts):
         v = facts[k]
         if k in ("command", "placements", "latency_model"):
