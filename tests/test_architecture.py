@@ -18,7 +18,7 @@ PKG = Path(__file__).resolve().parents[1] / "muxsim"
 LAYERS = [
     ("_version", "catalog", "schema", "files", "procs", "output_schema"),
     ("perf", "workload", "core"),
-    ("sim", "live", "metrics", "timeline"),
+    ("sim", "live", "metrics", "timeline", "html_report"),
     ("config", "report"),
     ("experiment",),
     ("api",),

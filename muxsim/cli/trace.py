@@ -135,8 +135,12 @@ def rate_over_time(df, bin_s: float):
 
     Returns:
         Long DataFrame with columns ``bin_start_s`` (s), ``llm`` (names, then ``"all"``),
-        ``requests`` (int64) and ``rate_rps`` (requests / ``bin_s``); every (bin, LLM) pair
-        is present, empty bins with 0. The last bin is counted over its full width.
+        ``requests`` (int64), ``rate_rps`` (requests / ``bin_s``) and ``width_s`` (s, the part
+        of the bin the trace covers: ``bin_s``, but for the last bin only up to the last
+        arrival); every (bin, LLM) pair is present, empty bins with 0. ``rate_rps`` counts the
+        last bin over its full width, so it reads low when the trace ends early in it
+        (``requests / width_s`` is the rate over the covered part; the plot of
+        :func:`_plot_rates` uses that, or leaves the bin out).
 
     Raises:
         ValueError: ``bin_s`` not a finite number > 0, too many bins, no ``arrival_s`` column
@@ -163,10 +167,15 @@ def rate_over_time(df, bin_s: float):
     for name in names + ["all"]:
         sel = idx if name == "all" else idx[llm == name]
         counts = np.bincount(sel, minlength=n_bins)
-        frames.append(pd.DataFrame({"bin_start_s": np.arange(n_bins) * float(bin_s),
+        starts = np.arange(n_bins) * float(bin_s)
+        width = np.full(n_bins, float(bin_s))
+        if n_bins:
+            width[-1] = float(t.max()) - starts[-1]
+        frames.append(pd.DataFrame({"bin_start_s": starts,
                                     "llm": pd.Series([name] * n_bins, dtype=str),
                                     "requests": counts.astype(np.int64),
-                                    "rate_rps": counts / float(bin_s)}))
+                                    "rate_rps": counts / float(bin_s),
+                                    "width_s": width}))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -277,7 +286,13 @@ def _write_all(folder: Path, writers: dict) -> list[Path]:
 
 
 def _plot_rates(rates, bin_s: float, title: str):
-    """Figure with the overall rate (top) and each LLM's rate (bottom) over time."""
+    """Figure with the overall rate (top) and each LLM's rate (bottom) over time.
+
+    The trace ends inside its last bin, so that bin's count over the full ``bin_s`` would draw
+    a drop that is not in the trace: it is drawn as requests over the part it covers
+    (``width_s``, up to the last arrival) when that is at least half a bin, and left out
+    (said in the title) when it is less, where so few arrivals make no rate.
+    """
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules:
@@ -286,12 +301,22 @@ def _plot_rates(rates, bin_s: float, title: str):
     import pandas as pd
     import seaborn as sns
 
-    span = float(rates["bin_start_s"].max()) + bin_s
+    rates = rates.copy()
+    last_start = float(rates["bin_start_s"].max())
+    is_last = rates["bin_start_s"] == last_start
+    covered = float(rates.loc[is_last, "width_s"].iloc[0]) if "width_s" in rates.columns else bin_s
+    end, note = last_start + bin_s, ""
+    if covered < 0.5 * bin_s and rates["bin_start_s"].nunique() > 1:
+        rates = rates[~is_last]
+        end, note = last_start, f" (last bin, {covered:.3g} s of {bin_s:g} s, left out)"
+    elif 0.5 * bin_s <= covered < bin_s:
+        rates.loc[is_last, "rate_rps"] = rates.loc[is_last, "requests"] / covered
+        end, note = last_start + covered, f" (last bin over its {covered:.3g} s up to the last arrival)"
+    span = end
     unit, div = ("s", 1.0) if span <= 1200 else (("min", 60.0) if span <= 72_000 else ("h", 3600.0))
     # steps-post draws bin k from its start to the next point: repeat each series' last value
-    # at the end of the last bin so that bin gets its step too
-    last = rates[rates["bin_start_s"] == rates["bin_start_s"].max()].assign(
-        bin_start_s=lambda d: d["bin_start_s"] + bin_s)
+    # where the last drawn bin ends so that bin gets its step too
+    last = rates[rates["bin_start_s"] == rates["bin_start_s"].max()].assign(bin_start_s=end)
     data = pd.concat([rates, last], ignore_index=True)
     data = data.assign(t=data["bin_start_s"] / div)
     per_llm = data[data["llm"] != "all"]
@@ -303,8 +328,9 @@ def _plot_rates(rates, bin_s: float, title: str):
                      drawstyle="steps-post", estimator=None, errorbar=None)
         top.set_ylabel("all LLMs (req/s)")
         top.set_ylim(bottom=0)
-        top.set_title(f"{title}: request rate in {bin_s:g} s bins")
+        top.set_title(f"{title}: request rate in {bin_s:g} s bins{note}")
         sns.lineplot(data=per_llm, x="t", y="rate_rps", hue="llm", ax=bottom, drawstyle="steps-post",
+                     hue_order=sorted(per_llm["llm"].unique(), key=_natural_key),  # popularity order
                      estimator=None, errorbar=None, linewidth=1.0,
                      palette=sns.color_palette("husl" if n > 10 else "tab10", n))
         bottom.set_ylabel("per LLM (req/s)")
