@@ -418,7 +418,10 @@ def render_report(
     if missing:
         raise ValueError(f"render_report: summary lacks column(s) {missing}")
     facts = dict(facts or {})
-    has_status = "status" in summary.columns
+    # every summary has status and reason; they are shown only when a run could not be placed
+    has_status = "status" in summary.columns and bool(summary["status"].map(_not_run).any())
+    if not has_status:
+        summary = summary.drop(columns=[c for c in ("status", "reason") if c in summary.columns])
     overall = summary[summary["llm"] == _ALL].reset_index(drop=True)
     cols = overview_columns(summary)
     infeasible = None
