@@ -79,6 +79,14 @@ def test_place_prints_the_placement(tmp_path):
     res = runner.invoke(app, ["place", str(_reduced_zipf(tmp_path))])
     assert res.exit_code == 0, res.output
     assert "llm-18" in res.output and "estimated throughput" in res.output
+    assert "fitted" in res.output and "roofline" not in res.output  # A100 curves, calibrated
+
+
+def test_place_names_each_llms_latency_source():
+    # H100 has no calibration: every LLM's estimate comes from the roofline model
+    res = runner.invoke(app, ["place", str(ROOT / "experiments" / "size_h100.yaml"), "--cell", "nodes=1"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("roofline") == 4 and "fitted" not in res.output
 
 
 BAD = {

@@ -173,8 +173,10 @@ def place(
         from rich.table import Table
 
         from muxsim import metrics
+        from muxsim.catalog import get_gpu, get_model
         from muxsim.core.placement import PlacementError
         from muxsim.experiment import check_placement, preflight
+        from muxsim.perf import get_latency_model
 
         if strategy not in STRATEGIES:
             raise Fail(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
@@ -208,7 +210,11 @@ def place(
                    if p.method == "analytic" else "")
             t = Table(title=f"{cfg.name} {c.label}: {strategy} ({p.method} placement"
                             + (f", {how}" if how else "") + f"{'; simulated' if check else ''}, {dt:.2f} s)")
-            cols = ["node", "GPUs", "LLM", "model", "rate req/s", "SM prefill/decode %", "est. req/s"]
+            cols = ["node", "GPUs", "LLM", "model", "latency", "rate req/s", "SM prefill/decode %", "est. req/s"]
+            # each LLM's latency source on its mesh, so an uncalibrated (roofline) estimate shows
+            cell_cfg = cfg.for_cell(c)
+            lat = get_latency_model(cell_cfg.cluster.gpu)
+            gpu = get_gpu(cell_cfg.cluster.gpu)
             if check:
                 cols += ["requests", "sim. req/s", "sim./est.", "TTFT median (ms)", f"SLO @{cfg.slo.goodput_scale:g}"]
             for col in cols:
@@ -225,7 +231,9 @@ def place(
                 for k, name in enumerate(m.llms):
                     pf, dec = m.sm[name]
                     gpus = f"{m.first_gpu}-{m.first_gpu + m.gpus - 1}" if m.gpus > 1 else f"{m.first_gpu}"
+                    source = lat.curve(get_model(model[name]), m.gpus, gpu).source
                     row = [str(m.node) if k == 0 else "", gpus if k == 0 else "", name, model[name],
+                           f"[yellow]{source}[/]" if source == "roofline" else source,
                            f"{rate[name]:.2f}", f"{pf:g}/{dec:g}", f"{p.est_throughput.get(name, float('nan')):.2f}"]
                     if check:
                         r = served.get(name)
@@ -234,7 +242,7 @@ def place(
                     t.add_row(*row)
                 if check and len(m.llms) > 1:
                     est = sum(p.est_throughput.get(n, 0.0) for n in m.llms)
-                    t.add_row("", "", "mesh", "", f"{sum(rate[n] for n in m.llms):.2f}", "", f"{est:.2f}",
+                    t.add_row("", "", "mesh", "", "", f"{sum(rate[n] for n in m.llms):.2f}", "", f"{est:.2f}",
                               *sim_cells(m.llms), "", "", style="italic")
                 t.add_section()
             common.console.print(t)
