@@ -31,7 +31,7 @@ from muxsim._version import __version__
 from muxsim.catalog import get_model
 from muxsim.config import Cell, ExperimentConfig
 from muxsim.core.placement import Placement
-from muxsim.files import staged_folder
+from muxsim.files import atomic_file, staged_folder
 from muxsim.workload import save_workload
 
 from .placements import placement_for, strategy_placement
@@ -415,9 +415,8 @@ class ExperimentResults:
         if jobs is None:
             return []
         path = Path(folder) / "jobs.parquet"
-        tmp = path.with_name(path.name + ".tmp")
-        jobs.to_parquet(tmp, index=False, engine="pyarrow")
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            jobs.to_parquet(tmp, index=False, engine="pyarrow")
         trace = Path(folder) / "timeline.json"
         write_perfetto_trace(jobs, trace)
         return [path, trace]
