@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from muxsim import _native
 from muxsim._version import __version__ as __version__
+
+_native.install()  # before any compiled module loads: stale extensions give way to their .py
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time they come from __getattr__
     from muxsim.api import CellResult, Results, load_config, run, simulate  # noqa: F401

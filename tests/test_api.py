@@ -132,7 +132,7 @@ def test_import_muxsim_stays_cheap():
             "print(heavy); f = muxsim.run; print('muxsim.api' in sys.modules, f.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT).stdout.splitlines()
-    assert out == ["['muxsim._version']", "True muxsim.api"]
+    assert out == ["['muxsim._native', 'muxsim._version']", "True muxsim.api"]
     assert {"run", "simulate", "load_config", "Results"} <= set(dir(muxsim))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         muxsim.nope  # noqa: B018

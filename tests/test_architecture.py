@@ -16,7 +16,7 @@ PKG = Path(__file__).resolve().parents[1] / "muxsim"
 #: Components (top-level modules and subpackages of muxsim) by layer, bottom first. A module may
 #: import its own component and any component of a lower layer, nothing else.
 LAYERS = [
-    ("_version", "catalog", "schema", "files", "procs", "output_schema"),
+    ("_version", "_native", "catalog", "schema", "files", "procs", "output_schema"),
     ("perf", "workload", "core"),
     ("sim", "live", "metrics", "timeline", "html_report"),
     ("config", "report"),

@@ -3,18 +3,25 @@ simulator's recorded gaps against every request's token times observed one by on
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 from test_decode_runs import LAT, _one_mesh, _spec, _workload
 
+from muxsim import _native
 from muxsim.config import SchedulerConfig
 from muxsim.core.itl import ITLHistogram, ITLRecorder
 from muxsim.core.llm import LLMRuntime
 from muxsim.core.strategies import STRATEGIES
 from muxsim.sim.driver import simulate
+
+_COMPILED_LLM = _native.status()["muxsim.core.llm"] == "compiled"
 
 # a percentile read at a bin midpoint: half a bin (2 ** -9 = 0.195 % of its values) at most
 REL = 2.0 ** -10 + 1e-12
@@ -90,6 +97,9 @@ def test_recorder_buffers_and_folds_per_llm():
 def token_times(monkeypatch):
     """Every token of every request, observed where it is emitted: the end of each prefill
     (first token, and again after a preemption) and of each decode iteration it takes part in."""
+    if _COMPILED_LLM:
+        pytest.skip("LLMRuntime is compiled (its methods cannot be wrapped): these cases run in pure Python "
+                    "in test_token_gaps_in_pure_python, and tests/test_compiled.py checks compiled == pure")
     times: dict[int, list[float]] = defaultdict(list)
     prefill, decode = LLMRuntime.complete_prefill, LLMRuntime.complete_decode
 
@@ -131,3 +141,15 @@ def test_simulated_gaps_are_every_requests_token_gaps(token_times, strategy, pre
         assert len(fin) == len(ids)
         assert h.n == int((fin["output_tokens"] - 1).sum())
         assert h.sum_s == pytest.approx(float((fin["finish_s"] - fin["first_token_s"]).sum()), rel=1e-9)
+
+
+@pytest.mark.skipif(not _COMPILED_LLM, reason="LLMRuntime runs as Python here: the cases above ran in-process")
+def test_token_gaps_in_pure_python():
+    """The token-gap cases above, where LLMRuntime is compiled: in a pure-Python subprocess."""
+    env = {**os.environ, "MUXSIM_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                          "simulated_gaps_are_every_requests_token_gaps"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], env=env)
+    assert out.returncode == 0, out.stdout[-3000:]
+    n = len([s for s in STRATEGIES if s != "muxserve+sim"]) * 2
+    assert f"{n} passed" in out.stdout, out.stdout[-1000:]

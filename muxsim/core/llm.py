@@ -28,6 +28,7 @@ __all__ = ["Request", "LLMRuntime"]
 
 _MASK = KV_BLOCK_TOKENS - 1  # 32 is a power of two: modulo by masking
 _SHIFT = KV_BLOCK_TOKENS.bit_length() - 1
+_BLOCK = KV_BLOCK_TOKENS  # a C constant where compiled (llm.pxd)
 
 
 class Request:
@@ -70,7 +71,7 @@ class Request:
 
     def total_steps(self) -> int:
         """32-token block steps of its whole sequence (prompt + output)."""
-        return -(-(self.prompt + self.output) // KV_BLOCK_TOKENS)
+        return -(-(self.prompt + self.output) // _BLOCK)
 
 
 class LLMRuntime:
@@ -361,10 +362,10 @@ class LLMRuntime:
             return 0
         per_cycle = len(self.running) * self.bps  # every request takes one block per 32 iterations
         free = pool.free
-        if free >= (cap // KV_BLOCK_TOKENS + 1) * per_cycle:
+        if free >= (cap // _BLOCK + 1) * per_cycle:
             return cap
-        full = min(free // per_cycle, cap // KV_BLOCK_TOKENS)
-        k = full * KV_BLOCK_TOKENS
+        full = min(free // per_cycle, cap // _BLOCK)
+        k = full * _BLOCK
         used = full * per_cycle
         b = self.buckets
         bps = self.bps
@@ -400,7 +401,8 @@ class LLMRuntime:
         it = self.iter
         b = self.buckets
         # iterations it+2 .. it+k+1: full 32-iteration cycles take one block per request
-        full, rest = divmod(k, KV_BLOCK_TOKENS)
+        full = k // _BLOCK
+        rest = k % _BLOCK
         need = full * len(self.running)
         for j in range(it + 2, it + 2 + rest):
             need += b[j & _MASK]
@@ -408,4 +410,4 @@ class LLMRuntime:
 
     def blocks_per_seq(self, seq_tokens: int) -> int:
         """Blocks one sequence of ``seq_tokens`` tokens holds at this LLM's tensor parallelism."""
-        return -(-seq_tokens // KV_BLOCK_TOKENS) * self.bps
+        return -(-seq_tokens // _BLOCK) * self.bps

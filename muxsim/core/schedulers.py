@@ -18,7 +18,6 @@ sleep and never read a clock: ``now`` is always passed in.
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 
 from muxsim.core.llm import LLMRuntime, Request
 from muxsim.core.resources import KVBlockPool, SMUnits, units_for_share
@@ -28,6 +27,14 @@ __all__ = ["PREFILL", "DECODE", "Job", "MeshScheduler", "ADBSScheduler", "VLLMSc
 #: Job kinds, the same strings the live engines' results and job logs carry.
 PREFILL = "prefill"
 DECODE = "decode"
+
+
+def _oldest_first(llm: LLMRuntime) -> tuple[float, int]:
+    return llm.oldest_arrival(), llm.slot
+
+
+def _oldest_running_first(llm: LLMRuntime) -> tuple[float, int]:
+    return llm.oldest_running_arrival(), llm.slot
 
 
 class Job:
@@ -56,7 +63,7 @@ class Job:
         self.reqs = reqs
 
 
-class MeshScheduler(ABC):
+class MeshScheduler:
     """Base class: request admission, job completion and the resources of one mesh.
 
     Args:
@@ -94,9 +101,13 @@ class MeshScheduler(ABC):
         llm.waiting.append(req)
         return True
 
-    @abstractmethod
     def schedule(self, now: float) -> list[Job]:
-        """Jobs to start at time ``now`` (s); their resources are held until :meth:`complete`."""
+        """Jobs to start at time ``now`` (s); their resources are held until :meth:`complete`.
+
+        Raises:
+            NotImplementedError: on the base class (each policy defines it).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define schedule()")
 
     def complete(self, job: Job, now: float) -> list[Request]:
         """Release ``job``'s resources and advance its requests.
@@ -254,7 +265,7 @@ class ADBSScheduler(MeshScheduler):
         return n, total
 
     def skip_decodes(self, job, k):
-        super().skip_decodes(job, k)
+        MeshScheduler.skip_decodes(self, job, k)
         if k > 0:
             self._last_decode = job.llm.slot  # each skipped restart was a round-robin pick
 
@@ -286,7 +297,7 @@ class ADBSScheduler(MeshScheduler):
 
     def decode_runs(self, jobs):
         if not self.overlap_phases:
-            return super().decode_runs(jobs)
+            return MeshScheduler.decode_runs(self, jobs)
         # decode_run's checks of the other LLMs, done once: the cheapest decode an idle LLM with
         # work could take and the largest prefill that could start decide every job at once.
         sm = self.sm
@@ -420,14 +431,14 @@ class VLLMScheduler(MeshScheduler):
 
     def complete(self, job, now):
         self._busy = False
-        return super().complete(job, now)
+        return MeshScheduler.complete(self, job, now)
 
     def decode_run(self, job):
         # At each completion of job.llm's decode the LLMs are taken in the same order (their
         # oldest arrivals do not change while nobody joins or finishes) and, with the free KV
         # blocks only shrinking, every prefill that failed still fails.
         llm = job.llm
-        order = self.llms if len(self.llms) == 1 else sorted(self.llms, key=lambda l: (l.oldest_arrival(), l.slot))
+        order = self.llms if len(self.llms) == 1 else sorted(self.llms, key=_oldest_first)
         for x in order:
             if x.waiting and self._admissible(x, self.max_num_seqs):
                 return 0, -math.inf
@@ -443,7 +454,7 @@ class VLLMScheduler(MeshScheduler):
         if len(self.llms) == 1:
             order = self.llms
         else:
-            order = sorted(self.llms, key=lambda l: (l.oldest_arrival(), l.slot))
+            order = sorted(self.llms, key=_oldest_first)
         for llm in order:
             if llm.waiting:
                 batch = llm.admit(self.pool, self.max_prefill_tokens, self.max_num_seqs, now)
@@ -492,7 +503,7 @@ class FCFSScheduler(MeshScheduler):
     def complete(self, job, now):
         if job.kind == PREFILL:
             self._prefill_running = False
-        return super().complete(job, now)
+        return MeshScheduler.complete(self, job, now)
 
     def _prefill_pick(self) -> tuple[LLMRuntime | None, list[int]]:
         """The LLM whose oldest waiting request came first among those that may start a prefill
@@ -557,7 +568,7 @@ class FCFSScheduler(MeshScheduler):
                     self._kv_wait[pick.slot] = pool.freed
         ready = [l for l in self.llms if not l.decode_busy and (l.running or l.pending)]
         if len(ready) > 1:
-            ready.sort(key=lambda l: (l.oldest_running_arrival(), l.slot))
+            ready.sort(key=_oldest_running_first)
         for llm in ready:
             if not sm.try_acquire(self._dec_units):
                 break  # every decode holds the same units

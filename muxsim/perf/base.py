@@ -7,10 +7,8 @@ share. Calls are on the simulator's hot path: implementations use plain float ar
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 
-
-class LatencyCurve(ABC):
+class LatencyCurve:
     """Latency of one model on one mesh.
 
     Attributes:
@@ -27,17 +25,24 @@ class LatencyCurve(ABC):
     gpu: str
     source: str
 
-    @abstractmethod
     def prefill_s(self, n_tokens: int, n_seqs: int, sm_pct: float) -> float:
         """Seconds for one prefill job over ``n_seqs`` prompts holding ``n_tokens`` tokens in all.
 
         ``sm_pct`` is the SM share in percent (1..100) of every GPU of the mesh.
-        """
 
-    @abstractmethod
+        Raises:
+            NotImplementedError: on the base class (every curve defines it).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define prefill_s()")
+
     def decode_s(self, batch: int, ctx_tokens: int, sm_pct: float) -> float:
         """Seconds for one decode iteration of ``batch`` requests whose KV caches hold
-        ``ctx_tokens`` tokens in all, at SM share ``sm_pct`` percent."""
+        ``ctx_tokens`` tokens in all, at SM share ``sm_pct`` percent.
+
+        Raises:
+            NotImplementedError: on the base class (every curve defines it).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define decode_s()")
 
     def decode_steps(self, batch: int, ctx_tokens: int, sm_pct: float, k: int, last: float, end: float,
                      bound: float, ends: list | None = None) -> tuple[int, float, float]:

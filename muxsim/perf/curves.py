@@ -69,8 +69,10 @@ from muxsim.perf.roofline import RooflineCurve
 
 __all__ = ["FittedCurve", "FittedLatencyModel"]
 
-# Decode runs at least this long are computed with NumPy (below it the loop is cheaper).
+# Decode runs at least this long are computed with NumPy (below it the loop is cheaper), unless
+# this module is compiled (setup.py), where the loop is cheaper at any length.
 _VECTOR_STEPS = 48
+_COMPILED = not __file__.endswith(".py")
 
 # The per-SM-share factor caches are cleared at this size, so that a caller sweeping
 # continuous shares cannot grow them without bound.
@@ -303,21 +305,20 @@ class FittedCurve(LatencyCurve):
             e = self._decode_sm(sm_pct)
         b = float(batch)
         t = self._decode_fixed_ms(e, b)
+        g = e[2]
         if ctx_tokens > 0:
             x = self._d_al * ctx_tokens / b
             y = self._d_be * ctx_tokens
             if x > y:
                 r = y / x
-                f = self._smax.get(r)
-                if f is None:
-                    f = self._smax_of(r)
-                t += x * f * e[2]
+                fo = self._smax.get(r)
+                f = self._smax_of(r) if fo is None else fo
+                t += x * f * g
             elif y > 0.0:
                 r = x / y
-                f = self._smax.get(r)
-                if f is None:
-                    f = self._smax_of(r)
-                t += y * f * e[2]
+                fo = self._smax.get(r)
+                f = self._smax_of(r) if fo is None else fo
+                t += y * f * g
         return t * 1e-3
 
     def _vector_steps(self, tc, batch, ctx_tokens, n, end, bound, dispatch_s, extra, g, push_all):
@@ -371,6 +372,12 @@ class FittedCurve(LatencyCurve):
         on the batch computed once), so every time is the float a job-by-job run gives."""
         if batch <= 0 or k <= 0 or not end < bound:
             return 0, last, end
+        if ends is None:
+            ends = []
+        return self._steps(batch, ctx_tokens, sm_pct, k, last, end, bound, dispatch_s, per_seq_s, ends)
+
+    def _steps(self, batch, ctx_tokens, sm_pct, k, last, end, bound, dispatch_s, per_seq_s, ends):
+        """:meth:`decode_steps` past its argument checks (``batch``, ``k`` >= 1, ``end`` < ``bound``)."""
         e = self._dc.get(sm_pct)
         if e is None:
             e = self._decode_sm(sm_pct)
@@ -379,20 +386,22 @@ class FittedCurve(LatencyCurve):
         al, be, g = self._d_al, self._d_be, e[2]
         memo = self._smax
         extra = per_seq_s * batch
-        if ends is None:
-            ends = []
+        plain = dispatch_s is None
+        disp = 0.0 if plain else dispatch_s
         push = ends.append
+        pr = -1.0  # the last smooth-max ratio and its factor
+        pf = 0.0
         j = 0
-        if k >= _VECTOR_STEPS:
+        if k >= _VECTOR_STEPS and not _COMPILED:
             # A long run (a cold LLM decoding alone): iterations at least as long as the next
             # one fit at most (bound - end) / d of them before the bound; NumPy computes them with
             # the same IEEE operations in the same order (the running sum included), so the
-            # times are the loop's to the bit.
+            # times are the loop's to the bit. (Compiled, the loop below is faster at any length.)
             nxt = ctx_tokens + batch
             x = al * nxt / b
             y = be * nxt
             t = tc + (x * self._smax_of(y / x) * g if x > y else y * self._smax_of(x / y) * g if y > 0.0 else 0.0)
-            d = t * 1e-3 if dispatch_s is None else t * 1e-3 + dispatch_s + extra
+            d = t * 1e-3 if plain else t * 1e-3 + disp + extra
             n = k if bound == math.inf else min(k, int((bound - end) / d) + 2)
             if n >= _VECTOR_STEPS:
                 j, last, end = self._vector_steps(tc, batch, ctx_tokens, n, end, bound, dispatch_s, extra, g,
@@ -408,20 +417,22 @@ class FittedCurve(LatencyCurve):
                 y = be * ctx_tokens
                 if x > y:
                     r = y / x
-                    f = memo.get(r)
-                    if f is None:
-                        f = self._smax_of(r)
-                    t += x * f * g
+                    if r != pr:  # the ratio is constant up to rounding: look up only when it moves
+                        fo = memo.get(r)
+                        pf = self._smax_of(r) if fo is None else fo
+                        pr = r
+                    t += x * pf * g
                 elif y > 0.0:
                     r = x / y
-                    f = memo.get(r)
-                    if f is None:
-                        f = self._smax_of(r)
-                    t += y * f * g
-            if dispatch_s is None:
+                    if r != pr:  # the ratio is constant up to rounding: look up only when it moves
+                        fo = memo.get(r)
+                        pf = self._smax_of(r) if fo is None else fo
+                        pr = r
+                    t += y * pf * g
+            if plain:
                 end = last + t * 1e-3
             else:
-                end = last + (t * 1e-3 + dispatch_s + extra)
+                end = last + (t * 1e-3 + disp + extra)
             j += 1
         return j, last, end
 
