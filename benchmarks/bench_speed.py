@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from muxsim import _native
 from muxsim.config import load_config
 from muxsim.experiment import plan_experiment, strategy_placement
 from muxsim.experiment.placements import latency_models
@@ -60,6 +61,8 @@ def main() -> None:
     cells = [c for c in cfg.cells() if not args.cell or c.label in args.cell]
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, python "
           f"{platform.python_version()}; pinned to one core; median of {args.repeat}")
+    modes = sorted(set(_native.status().values()))
+    print(f"simulation core: {', '.join(modes)} (MUXSIM_PURE_PYTHON=1 runs the pure-Python source)")
     lat, base = latency_models(cfg, None)
     rows = []
     for plan in plan_experiment(cfg, cells=cells):
