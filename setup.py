@@ -80,10 +80,11 @@ class BuildExt(build_ext):
                 out = ROOT / out
             if out.exists():
                 built[mod] = hashlib.sha256((ROOT / src).read_bytes()).hexdigest()
-        for base in {Path(self.build_lib), ROOT} if not self.inplace else {ROOT}:
-            target = base / "muxsim" / "_compiled.json"
-            if target.parent.is_dir():
-                target.write_text(json.dumps(built, indent=1, sort_keys=True) + "\n")
+        # beside the extensions only: the source tree's record speaks for its own extensions
+        base = ROOT if self.inplace else Path(self.build_lib)
+        target = base / "muxsim" / "_compiled.json"
+        if target.parent.is_dir():
+            target.write_text(json.dumps(built, indent=1, sort_keys=True) + "\n")
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
