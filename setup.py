@@ -14,6 +14,7 @@ extension whose source has changed since (an edit without a rebuild never runs s
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -21,18 +22,20 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-#: the simulation core: modules whose per-job code runs millions of times per run
-COMPILED = [
-    "muxsim/perf/base.py",
-    "muxsim/core/resources.py",
-    "muxsim/core/itl.py",
-    "muxsim/core/llm.py",
-    "muxsim/core/schedulers.py",
-    "muxsim/sim/driver.py",
-    "muxsim/perf/curves.py",
-    "muxsim/perf/overhead.py",
-]
 ROOT = Path(__file__).resolve().parent
+
+
+def _compiled_modules() -> list[str]:
+    """The simulation core's source files, from the one list muxsim/_native.py keeps (loaded by
+    path: importing the package at build time would need its dependencies)."""
+    spec = importlib.util.spec_from_file_location("_muxsim_native", ROOT / "muxsim" / "_native.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return [m.replace(".", "/") + ".py" for m in mod.COMPILED]
+
+
+#: the simulation core: modules whose per-job code runs millions of times per run
+COMPILED = _compiled_modules()
 
 
 def _extensions():

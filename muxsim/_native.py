@@ -22,7 +22,7 @@ from pathlib import Path
 
 __all__ = ["COMPILED", "decide", "install", "status"]
 
-#: modules setup.py compiles (keep in step with its COMPILED list)
+#: modules setup.py compiles (it reads this list)
 COMPILED = (
     "muxsim.perf.base",
     "muxsim.core.resources",
